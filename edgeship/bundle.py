@@ -1,0 +1,178 @@
+"""The bundle: artifacts, parity data, manifest, reports and the on-device runner, in one folder.
+
+Written into a temporary folder beside the destination and renamed into place, so an
+interrupted or failed build never leaves a half bundle that looks complete.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import zipfile
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, Optional
+
+import numpy as np
+
+from . import __version__
+from .sources import sha256_file
+
+if TYPE_CHECKING:
+    from .build import BuildResult
+
+SCHEMA = "edgeship.report/1"
+LIBRARIES = ("numpy", "tensorflow-cpu", "tensorflow", "keras", "onnx", "onnxruntime", "tf2onnx", "ai-edge-litert", "opencv-python-headless")
+RUNNER_FILE = "edgeship-runner.pyz"
+
+
+def library_versions() -> Dict[str, str]:
+    out = {}
+    for lib in LIBRARIES:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def host_facts() -> Dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "machine": platform.machine(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def report_data(result: "BuildResult") -> Dict[str, Any]:
+    """Everything a report renders, as plain JSON-able data (report.json is exactly this)."""
+    arts = []
+    for a in result.artifacts:
+        p = result.parity[a.key]
+        lat = result.latency.get(a.key)
+        arts.append(
+            {
+                **a.to_dict(),
+                "key": a.key,
+                "file": f"artifacts/{a.filename}",
+                "parity": p.to_dict(),
+                "latency": lat.to_dict() if lat else None,
+                "passed": result.artifact_passed(a),
+            }
+        )
+    return {
+        "schema": SCHEMA,
+        "edgeship_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": result.source.describe(),
+        "target": result.target.to_dict(),
+        "host": host_facts(),
+        "libraries": library_versions(),
+        "training": result.training,
+        "parity_inputs": {
+            "origin": result.dataset.origin,
+            "samples": result.dataset.n_heldout,
+            "generated": result.dataset.generated,
+            "labels": result.dataset.labels is not None,
+        },
+        "preprocessing": result.dataset.preprocessing,
+        "class_names": result.dataset.class_names,
+        "artifacts": arts,
+        "warnings": result.warnings,
+        "passed": result.passed,
+        "failures": result.failures,
+    }
+
+
+def write_runner(dest: Path) -> Path:
+    """The on-device runner as one runnable file (a zipapp of edgeship/runner, run by python3)."""
+    src = Path(__file__).parent / "runner"
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(src.glob("*.py")):
+            z.write(f, f"edgeship_runner/{f.name}")
+        z.writestr("__main__.py", "import sys\nfrom edgeship_runner.cli import main\n\nsys.exit(main())\n")
+    return dest
+
+
+def write(work: Path, result: "BuildResult", reference: Dict[str, np.ndarray], outputs: Dict[str, Dict[str, np.ndarray]]) -> None:
+    """Fill ``work`` with everything but the artifacts (already there); the manifest comes last."""
+    from . import report
+
+    parity_dir = work / "parity"
+    parity_dir.mkdir()
+    ds = result.dataset
+    inputs = dict(ds.heldout)
+    if ds.labels is not None:
+        inputs["__labels__"] = ds.labels
+    np.savez_compressed(parity_dir / "inputs.npz", **inputs)
+    np.savez_compressed(parity_dir / "reference.npz", **reference)
+    for a in result.artifacts:
+        np.savez_compressed(parity_dir / f"host_{a.filename}.npz", **outputs[a.key])
+    write_runner(work / RUNNER_FILE)
+    data = report_data(result)
+    report.write_all(data, work)
+    manifest = {
+        **data,
+        "runner": {"file": RUNNER_FILE, "run": f"python3 {RUNNER_FILE} --help"},
+        "files": {
+            str(p.relative_to(work)): {"sha256": sha256_file(p), "size": p.stat().st_size}
+            for p in sorted(work.rglob("*"))
+            if p.is_file()
+        },
+    }
+    (work / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def publish(work: Path, out_dir: Path) -> Path:
+    """Rename the finished ``work`` folder to ``out_dir``, replacing an older bundle only now."""
+    old: Optional[Path] = None
+    os.chmod(work, 0o755)  # mkdtemp made it private
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+    os.replace(work, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return out_dir
+
+
+def load_manifest(bundle: Path) -> Dict[str, Any]:
+    path = Path(bundle) / "manifest.json"
+    if not path.is_file():
+        from .errors import UsageError
+
+        raise UsageError(f"{bundle} is not an edgeship bundle: no manifest.json (build one with 'edgeship build')")
+    return json.loads(path.read_text())
+
+
+def verify(bundle: Path) -> Dict[str, str]:
+    """{relative path: problem} for every file whose size or sha256 differs from the manifest."""
+    manifest = load_manifest(bundle)
+    problems = {}
+    for rel, meta in manifest["files"].items():
+        p = Path(bundle) / rel
+        if not p.is_file():
+            problems[rel] = "missing"
+        elif p.stat().st_size != meta["size"] or sha256_file(p) != meta["sha256"]:
+            problems[rel] = "sha256 mismatch (modified or truncated)"
+    return problems

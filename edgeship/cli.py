@@ -1,0 +1,167 @@
+"""The `edgeship` command: thin Click commands over library calls.
+
+Heavy libraries (TensorFlow, onnx, OpenCV) are imported inside the commands that use
+them, so `edgeship --help` stays instant.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import click
+
+from . import __version__
+from .errors import EXIT_INTERRUPTED, EdgeshipError
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  success: every required artifact met its budgets
+  1  a parity or latency budget was missed, or a regression was found
+  2  bad input: arguments, target profile, model file or data
+  3  a converter could not produce an artifact
+  4  a device or runtime is missing or unreachable
+  130 interrupted"""
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
+
+
+@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeship")
+def cli() -> None:
+    """Quantize, convert, validate and bundle a model for an edge device."""
+    _quiet_tensorflow()
+
+
+@cli.command()
+@click.option("--target", "-t", default="arm64", show_default=True, help="Target profile: a built-in name or a .toml path.")
+@click.option("--model", "-m", default=None, help="Model file to build (.keras, .h5). Default: the built-in sample model.")
+@click.option("--sample", default="digits", show_default=True, help="Built-in sample model used when --model is not given.")
+@click.option("--out", "-o", default=None, help="Bundle folder. Default: dist/<model>-<target>.")
+@click.option("--runs", type=click.IntRange(min=1), default=None, help="Timed latency runs per artifact (default: the profile's).")
+@click.option("--retrain", is_flag=True, help="Train the sample model again even if a cached one matches.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output; only the summary.")
+def build(target: str, model: Optional[str], sample: str, out: Optional[str], runs: Optional[int], retrain: bool, quiet: bool) -> None:
+    """Train or load a model, convert and quantize it for TARGET, prove parity, time it, and bundle it."""
+    from .build import run_build
+    from .progress import Progress
+
+    result = run_build(
+        target=target, model=model, out=out, sample=sample, retrain=retrain, runs=runs or 0, progress=Progress(enabled=not quiet)
+    )
+    _print_summary(result)
+    if not result.passed:
+        raise EdgeshipError(
+            f"{len(result.failures)} budget check(s) failed for required artifacts; see {result.bundle}/report.md",
+            exit_code=1,
+        )
+
+
+def _print_summary(result) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.source.name} → {result.target.name}  ({result.bundle})")
+    for col in ("artifact", "size KiB", "p50 ms", "p90 ms", "max abs", "SNR dB", "top-1 agree", "result"):
+        table.add_column(col, justify="left" if col in ("artifact", "result") else "right", no_wrap=col == "artifact")
+    for a in result.artifacts:
+        p = result.parity[a.key]
+        o = p.outputs[0]
+        lat = result.latency.get(a.key)
+        ok = result.artifact_passed(a)
+        table.add_row(
+            a.filename,
+            f"{a.size / 1024:.1f}",
+            f"{lat.p50_ms:.3f}" if lat and lat.measured else "not measured",
+            f"{lat.p90_ms:.3f}" if lat and lat.measured else "not measured",
+            f"{o.max_abs:.3g}",
+            f"{o.snr_db:.1f}",
+            f"{o.top1_agreement:.2%}" if o.top1_agreement is not None else "–",
+            "[green]pass[/green]" if ok else ("[red]FAIL[/red]" if a.required else "[yellow]fail (optional)[/yellow]"),
+        )
+    console = Console()
+    console.print(table)
+    for f in result.failures:
+        console.print(f"[red]✗[/red] {f}")
+
+
+@cli.command()
+@click.option("--sample", default="digits", show_default=True, help="Which built-in sample model to train.")
+@click.option("--retrain", is_flag=True, help="Ignore the cache and train again.")
+def train(sample: str, retrain: bool) -> None:
+    """Train a built-in sample model (cached by recipe and data) and report its held-out accuracy."""
+    from .progress import Progress
+    from .train import train_sample
+
+    _, _, metrics = train_sample(sample, retrain=retrain, progress=Progress())
+    state = "cached" if metrics.get("cached") else f"trained in {metrics['train_seconds']} s"
+    click.echo(
+        f"{sample}: held-out accuracy {metrics['test_accuracy']:.2%} on {metrics['test_samples']} images "
+        f"({state}); model at {metrics['cache_path']}"
+    )
+
+
+@cli.group()
+def targets() -> None:
+    """List and show hardware target profiles."""
+
+
+@targets.command("list")
+def targets_list() -> None:
+    """A table of the built-in target profiles."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .targets import builtin_names, load_target
+
+    table = Table()
+    for col in ("name", "devices", "formats", "recipes"):
+        table.add_column(col)
+    for name in builtin_names():
+        p = load_target(name)
+        table.add_row(
+            name,
+            ", ".join(p.devices),
+            ", ".join(sorted({a.format for a in p.artifacts})),
+            ", ".join(dict.fromkeys(a.recipe for a in p.artifacts)),
+        )
+    Console().print(table)
+
+
+@targets.command("show")
+@click.argument("name")
+def targets_show(name: str) -> None:
+    """The resolved profile NAME (after `extends`), as JSON."""
+    import json
+
+    from .targets import load_target
+
+    click.echo(json.dumps(load_target(name).to_dict(), indent=2))
+
+
+def main(argv: Optional[list] = None) -> None:
+    """Entry point: EdgeshipErrors become one line on stderr and their exit code, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="edgeship", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except EdgeshipError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted: no bundle was written", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

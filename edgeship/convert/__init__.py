@@ -1,0 +1,76 @@
+"""Converters: one module per output format, selected through a registry, not flags."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from ..errors import ConversionError, UsageError
+from ..sources import Dataset, Source, sha256_file
+from ..targets import ArtifactSpec, TargetProfile
+
+
+@dataclass
+class Artifact:
+    """A file on disk with what a runtime needs to know about it."""
+
+    format: str
+    recipe: str
+    path: Path
+    sha256: str
+    size: int
+    required: bool = True
+    inputs: List[Dict[str, Any]] = field(default_factory=list)
+    outputs: List[Dict[str, Any]] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+    options: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.format}:{self.recipe}"
+
+    @property
+    def filename(self) -> str:
+        return self.path.name
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["path"] = self.path.name
+        return d
+
+
+Converter = Callable[[Source, str, Path, Optional[Dataset], TargetProfile], List[str]]
+
+
+def _converters() -> Dict[str, Converter]:
+    from . import onnx as onnx_conv, tflite as tflite_conv
+
+    return {"tflite": tflite_conv.convert, "onnx": onnx_conv.convert}
+
+
+def convert(
+    source: Source, spec: ArtifactSpec, dataset: Optional[Dataset], profile: TargetProfile, out_dir: Path
+) -> Artifact:
+    """Produce ``spec`` from ``source`` into ``out_dir`` and describe it with its own runtime."""
+    from ..runner.runners import open_runner
+
+    path = out_dir / spec.filename
+    try:
+        notes = _converters()[spec.format](source, spec.recipe, path, dataset, profile) or []
+    except (UsageError, ConversionError):
+        raise
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+        raise ConversionError(f"converting {source.name} to {spec.key} failed: {first}") from e
+    desc = open_runner(str(path), spec.format).describe()
+    return Artifact(
+        format=spec.format,
+        recipe=spec.recipe,
+        path=path,
+        sha256=sha256_file(path),
+        size=path.stat().st_size,
+        required=spec.required,
+        inputs=desc["inputs"],
+        outputs=desc["outputs"],
+        notes=list(notes),
+    )

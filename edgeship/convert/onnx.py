@@ -1,0 +1,37 @@
+"""Any source -> ONNX fp32 (tf2onnx for TF/Keras), then the recipe through ``quantize``."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import List, Optional
+
+from ..errors import UsageError
+from ..quantize import quantize_onnx
+from ..sources import Dataset, Source
+from ..targets import TargetProfile
+from .tf_graph import keras_function
+
+OPSET = 17
+
+
+def export_fp32(source: Source, path: Path) -> None:
+    if source.kind == "keras":
+        import tf2onnx
+
+        fn, spec = keras_function(source)
+        tf2onnx.convert.from_function(
+            fn, input_signature=spec, opset=OPSET, output_path=str(path),
+        )
+        return
+    raise UsageError(f"ONNX conversion from a {source.kind} model is not supported")
+
+
+def convert(source: Source, recipe: str, path: Path, dataset: Optional[Dataset], profile: TargetProfile) -> List[str]:
+    if recipe == "fp32":
+        export_fp32(source, path)
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        export_fp32(source, fp32)
+        return quantize_onnx(fp32, recipe, path, dataset, reduce_range=profile.runtime.reduce_range)

@@ -1,0 +1,40 @@
+"""Errors a user can act on, each with its documented exit code.
+
+Anything raised as an ``EdgeshipError`` reaches the user as one line, never a traceback.
+"""
+from __future__ import annotations
+
+# Documented exit codes (README "Exit codes").
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1  # a required artifact missed its parity/latency budget, or a regression
+EXIT_USAGE = 2  # bad input: arguments, profiles, model files, data
+EXIT_CONVERSION = 3  # a real converter could not produce an artifact (e.g. unsupported ops)
+EXIT_DEVICE = 4  # a device could not be reached or lacks what the runner needs
+EXIT_INTERRUPTED = 130
+
+
+class EdgeshipError(Exception):
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class UsageError(EdgeshipError):
+    """Bad input from the user: fix the argument, file or profile named in the message."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConversionError(EdgeshipError):
+    exit_code = EXIT_CONVERSION
+
+
+class DeviceError(EdgeshipError):
+    exit_code = EXIT_DEVICE
+
+
+class CheckFailed(EdgeshipError):
+    exit_code = EXIT_CHECK_FAILED
