@@ -178,6 +178,8 @@ def run_build(
                 )
         bundle.write(work, result, reference, outputs)
         result.bundle = bundle.publish(work, out_dir)
+        for art in result.artifacts:  # they moved with the folder
+            art.path = result.bundle / "artifacts" / art.filename
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from ..errors import UsageError
 from ..quantize import quantize_onnx
@@ -15,7 +15,19 @@ from .tf_graph import keras_function
 OPSET = 17
 
 
+_FP32: Dict[str, bytes] = {}  # source sha256 -> exported bytes: one export serves every ONNX recipe
+
+
 def export_fp32(source: Source, path: Path) -> None:
+    cached = _FP32.get(source.sha256)
+    if cached is not None:
+        path.write_bytes(cached)
+        return
+    _export(source, path)
+    _FP32[source.sha256] = path.read_bytes()
+
+
+def _export(source: Source, path: Path) -> None:
     if source.kind == "keras":
         import tf2onnx
 
