@@ -82,7 +82,7 @@ def _print_summary(result) -> None:  # type: ignore[no-untyped-def]
             f"{o.top1_agreement:.2%}" if o.top1_agreement is not None else "–",
             "[green]pass[/green]" if ok else ("[red]FAIL[/red]" if a.required else "[yellow]fail (optional)[/yellow]"),
         )
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=130)  # logs: do not squeeze to 80
     console.print(table)
     for f in result.failures:
         console.print(f"[red]✗[/red] {f}")
