@@ -2,17 +2,26 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _data(name: str) -> Path:
+    """A source checkout (or editable install) first, then a wheel install's <prefix>/share/edgeship."""
+    here = ROOT / name
+    if here.is_dir():
+        return here
+    return Path(sys.prefix) / "share" / "edgeship" / name
+
+
 def targets_dir() -> Path:
-    return ROOT / "targets"
+    return _data("targets")
 
 
 def sample_models_dir() -> Path:
-    return ROOT / "sample_models"
+    return _data("sample_models")
 
 
 def cache_dir() -> Path:

@@ -31,3 +31,18 @@ def test_calibration_and_held_out_do_not_overlap():
     # a few digits images are exact duplicates in the data set itself; the split is by index
     assert len(held & calib) <= 2 and len(held & trained) <= 2
     assert sorted(np.unique(ds.labels)) == list(range(10))
+
+
+def test_train_command_reports_accuracy(sample):
+    from .conftest import run_cli
+
+    proc = run_cli("train")
+    assert proc.returncode == 0, proc.stderr
+    assert "held-out accuracy" in proc.stdout and "cached" in proc.stdout
+
+
+def test_unknown_sample_is_a_usage_error():
+    from .conftest import run_cli
+
+    proc = run_cli("train", "--sample", "digitz")
+    assert proc.returncode == 2 and "unknown sample model 'digitz'" in proc.stderr
