@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from ..errors import ConversionError, UsageError
+from ..quiet import captured_native_output
 from ..sources import Dataset, Source, sha256_file
 from ..targets import ArtifactSpec, TargetProfile
 
@@ -55,8 +56,10 @@ def convert(
     from ..runner.runners import open_runner
 
     path = out_dir / spec.filename
+    log: List[str] = []
     try:
-        notes = _converters()[spec.format](source, spec.recipe, path, dataset, profile) or []
+        with captured_native_output(log):
+            notes = _converters()[spec.format](source, spec.recipe, path, dataset, profile) or []
     except (UsageError, ConversionError):
         raise
     except Exception as e:
