@@ -49,3 +49,7 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict |
         timeout=timeout,
         env=full_env,
     )
+
+
+# Device-side environments (minimal venvs without TensorFlow, a real sshd): see device_fixtures.py.
+from tests.device_fixtures import device_venvs, sshd  # noqa: E402,F401

@@ -1,4 +1,4 @@
-"""The on-device runner's command line: check, parity, bench.
+"""The on-device runner's command line: check, parity, bench, predict.
 
 Runs from the bundle as ``python3 edgeship-runner.pyz COMMAND [BUNDLE]``; needs Python 3.9+,
 NumPy and one runtime. Exit codes: 0 ok, 1 a check failed, 2 bad input, 4 runtime missing.
@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -44,18 +45,26 @@ def sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def verify_artifact(bundle: str, manifest: Dict[str, Any], art: Dict[str, Any]) -> str:
-    """Path of an artifact whose bytes match the manifest; refuses a tampered or truncated file."""
-    rel = art["file"]
+def verify_file(bundle: str, manifest: Dict[str, Any], rel: str) -> str:
+    """Path of a bundle file whose bytes match the manifest; refuses a tampered or truncated file by name."""
     path = os.path.join(bundle, rel)
-    meta = manifest["files"].get(rel)
+    meta = manifest.get("files", {}).get(rel)
     if meta is None:
-        raise RunnerError(f"{rel} is not listed in the manifest's files")
+        raise RunnerError(f"{rel} is not listed in the manifest's files", EXIT_FAILED)
     if not os.path.isfile(path):
         raise RunnerError(f"{rel} is missing from the bundle", EXIT_FAILED)
-    if os.path.getsize(path) != meta["size"] or sha256(path) != meta["sha256"]:
-        raise RunnerError(f"refusing {rel}: sha256 does not match the manifest (tampered or truncated)", EXIT_FAILED)
+    if os.path.getsize(path) != meta["size"]:
+        raise RunnerError(
+            f"refusing {rel}: {os.path.getsize(path)} bytes, the manifest says {meta['size']} (truncated or modified); copy the bundle again",
+            EXIT_FAILED,
+        )
+    if sha256(path) != meta["sha256"]:
+        raise RunnerError(f"refusing {rel}: sha256 does not match the manifest (tampered or corrupted); copy the bundle again", EXIT_FAILED)
     return path
+
+
+def verify_artifact(bundle: str, manifest: Dict[str, Any], art: Dict[str, Any]) -> str:
+    return verify_file(bundle, manifest, art["file"])
 
 
 def select(manifest: Dict[str, Any], names: Optional[List[str]]) -> List[Dict[str, Any]]:
@@ -88,7 +97,25 @@ def runtime_status(fmt: str) -> Dict[str, Any]:
         return {"available": False, "install": ORT_INSTALL, "error": f"{type(e).__name__}: {e}"}
 
 
-def device_facts() -> Dict[str, Any]:
+# Arm "CPU part" numbers of common boards (Raspberry Pi 3/4/5, Cortex-A SoCs) -> core name.
+ARM_PARTS = {
+    "0xc07": "Cortex-A7", "0xc08": "Cortex-A8", "0xc09": "Cortex-A9", "0xc0f": "Cortex-A15",
+    "0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
+    "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76",
+    "0xd0d": "Cortex-A77", "0xd41": "Cortex-A78", "0xd46": "Cortex-A510", "0xd47": "Cortex-A710",
+}
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace").strip("\x00 \n")
+    except OSError:
+        return ""
+
+
+def device_facts(where: str = ".") -> Dict[str, Any]:
+    """What this device is: architecture, CPU, cores, memory, OS, Python, NumPy, free disk."""
     import numpy as np
 
     facts: Dict[str, Any] = {
@@ -98,42 +125,88 @@ def device_facts() -> Dict[str, Any]:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "cores": os.cpu_count(),
-        "cpu": platform.processor(),
+        "cpu": platform.processor() or platform.machine(),
+        "board": _read("/sys/firmware/devicetree/base/model") or None,
         "memory_mb": None,
+        "memory_available_mb": None,
+        "disk_free_mb": None,
+        "opencv": None,
     }
+    for line in _read("/etc/os-release").splitlines():
+        if line.startswith("PRETTY_NAME="):
+            facts["os"] = f"{line.split('=', 1)[1].strip(chr(34))} ({platform.platform()})"
+    info: Dict[str, str] = {}
+    for line in _read("/proc/cpuinfo").splitlines():
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip().lower(), value.strip())
+    if info.get("model name"):  # x86, and some Arm kernels
+        facts["cpu"] = info["model name"]
+    elif info.get("cpu part"):  # Arm: name the core from its part number
+        facts["cpu"] = ARM_PARTS.get(info["cpu part"].lower(), f"Arm CPU part {info['cpu part']}")
+    for line in _read("/proc/meminfo").splitlines():
+        key, _, value = line.partition(":")
+        if key in ("MemTotal", "MemAvailable") and value.split():
+            facts["memory_mb" if key == "MemTotal" else "memory_available_mb"] = int(value.split()[0]) // 1024
     try:
-        info: Dict[str, str] = {}
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                info.setdefault(key.strip().lower(), value.strip())
-        # x86: "model name"; Arm: "Model" (Raspberry Pi) or "Hardware", else the CPU part number.
-        for key in ("model name", "model", "hardware", "cpu part"):
-            if info.get(key) and not info[key].isdigit():
-                facts["cpu"] = info[key]
-                break
-        with open("/proc/meminfo") as f:
-            facts["memory_mb"] = int(f.readline().split()[1]) // 1024
+        facts["disk_free_mb"] = shutil.disk_usage(where).free // (1 << 20)
     except OSError:
         pass
+    from .images import opencv_version
+
+    facts["opencv"] = opencv_version()
     return facts
 
 
+def artifact_runnable(manifest: Dict[str, Any], status: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
+    return [
+        {
+            "artifact": a["path"],
+            "format": a["format"],
+            "required": a.get("required", True),
+            "can_run": status[a["format"]]["available"],
+            "install": None if status[a["format"]]["available"] else status[a["format"]].get("install"),
+        }
+        for a in manifest["artifacts"]
+    ]
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    facts = device_facts()
-    report: Dict[str, Any] = {"device": facts, "artifacts": []}
-    ok = True
     manifest = load_manifest(args.bundle) if args.bundle else None
-    formats = sorted({a["format"] for a in manifest["artifacts"]}) if manifest else ["tflite", "onnx"]
-    status = {fmt: runtime_status(fmt) for fmt in formats}
-    report["runtimes"] = status
+    status = {fmt: runtime_status(fmt) for fmt in ("tflite", "onnx")}
+    report: Dict[str, Any] = {"device": device_facts(args.bundle or "."), "runtimes": status, "artifacts": []}
     if manifest:
-        for a in manifest["artifacts"]:
-            st = status[a["format"]]
-            report["artifacts"].append({"artifact": a["path"], "can_run": st["available"], "install": st.get("install")})
-            ok = ok and (st["available"] or not a["required"])
+        report["artifacts"] = artifact_runnable(manifest, status)
+        missing = [a for a in report["artifacts"] if not a["can_run"]]
+        report["install"] = sorted({a["install"] for a in missing})
+        ok = all(a["can_run"] or not a["required"] for a in report["artifacts"])
+    else:
+        report["install"] = sorted({st["install"] for st in status.values() if not st["available"]})
+        ok = any(st["available"] for st in status.values())
     _emit(report, args.json)
     return EXIT_OK if ok else EXIT_RUNTIME
+
+
+def runner_options(manifest: Dict[str, Any], fmt: str) -> Dict[str, Any]:
+    """The target profile's runtime options for ``fmt`` (same as the host's build.runner_options)."""
+    rt = manifest.get("target", {}).get("runtime", {})
+    if fmt == "tflite":
+        return {"use_xnnpack": bool(rt.get("xnnpack", True))}
+    return {"providers": rt.get("onnx_providers") or None}
+
+
+def load_inputs(bundle: str, manifest: Dict[str, Any]) -> Dict[str, Any]:
+    import numpy as np
+
+    path = verify_file(bundle, manifest, "parity/inputs.npz")
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files if k != "__labels__"}
+
+
+def default_threads(manifest: Dict[str, Any]) -> Optional[int]:
+    """The profile's threads capped at this device's cores, as the host does (more only oversubscribes)."""
+    wanted = manifest.get("target", {}).get("runtime", {}).get("threads")
+    cores = os.cpu_count() or 1
+    return max(1, min(int(wanted), cores)) if wanted else None
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
@@ -142,41 +215,116 @@ def cmd_parity(args: argparse.Namespace) -> int:
     from .runners import open_runner
 
     manifest = load_manifest(args.bundle)
-    with np.load(os.path.join(args.bundle, "parity", "inputs.npz")) as z:
-        feed = {k: z[k] for k in z.files if k != "__labels__"}
+    arts = select(manifest, args.artifact)
+    paths = [verify_artifact(args.bundle, manifest, a) for a in arts]  # refuse before running anything
+    feed = load_inputs(args.bundle, manifest)
     out_dir = args.out or os.path.join(args.bundle, "device")
     os.makedirs(out_dir, exist_ok=True)
+    threads = args.threads or default_threads(manifest)
     written = []
-    for a in select(manifest, args.artifact):
-        path = verify_artifact(args.bundle, manifest, a)
-        runner = open_runner(path, a["format"], threads=args.threads)
+    for a, path in zip(arts, paths):
+        runner = open_runner(path, a["format"], threads=threads, **runner_options(manifest, a["format"]))
         outs = runner.run(feed)
         dest = os.path.join(out_dir, f"outputs_{a['path']}.npz")
         np.savez_compressed(dest, **outs)
-        written.append({"artifact": a["path"], "outputs": dest, "backend": f"{runner.backend} {runner.backend_version}"})
-    _emit({"parity_outputs": written}, args.json)
+        written.append(
+            {"artifact": a["path"], "key": a.get("key"), "outputs": dest, "samples": int(next(iter(outs.values())).shape[0]), "backend": f"{runner.backend} {runner.backend_version}"}
+        )
+    _emit({"parity_outputs": written, "threads": threads}, args.json)
     return EXIT_OK
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from .latency import measure
 
     manifest = load_manifest(args.bundle)
-    threads = args.threads or manifest["target"]["runtime"].get("threads")
-    with np.load(os.path.join(args.bundle, "parity", "inputs.npz")) as z:
-        feed = {k: z[k][:1] for k in z.files if k != "__labels__"}
+    arts = select(manifest, args.artifact)
+    paths = [verify_artifact(args.bundle, manifest, a) for a in arts]
+    threads = args.threads or default_threads(manifest)
+    feed = {k: v[:1] for k, v in load_inputs(args.bundle, manifest).items()}
     results = []
-    for a in select(manifest, args.artifact):
-        path = verify_artifact(args.bundle, manifest, a)
-        res = measure(path, feed, fmt=a["format"], threads=threads, warmup=args.warmup, runs=args.runs, budget_s=args.seconds)
-        results.append(res.to_dict())
-    _emit({"device": device_facts(), "latency": results}, args.json)
+    for a, path in zip(arts, paths):
+        res = measure(
+            path, feed, fmt=a["format"], threads=threads, warmup=args.warmup, runs=args.runs, budget_s=args.seconds,
+            keep_samples=not args.no_samples, **runner_options(manifest, a["format"])
+        )
+        d = res.to_dict()
+        d["key"] = a.get("key")
+        results.append(d)
+    _emit({"device": device_facts(args.bundle), "latency": results}, args.json)
     return EXIT_OK
 
 
-def _emit(obj: Dict[str, Any], as_json: bool) -> None:
+def _predict_artifact(manifest: Dict[str, Any], names: Optional[List[str]]) -> Dict[str, Any]:
+    """The chosen artifact, else the first one whose runtime is installed here."""
+    if names:
+        return select(manifest, names[:1])[0]
+    for a in manifest["artifacts"]:
+        if runtime_status(a["format"])["available"]:
+            return a
+    from .runners import TFLITE_INSTALL
+
+    raise RunnerError(f"no runtime installed for any artifact in this bundle: {TFLITE_INSTALL}", EXIT_RUNTIME)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .images import OpenCVMissing, opencv, preprocess, read_image, top_classes
+    from .runners import open_runner
+
+    if not args.images and args.camera is None:
+        raise RunnerError("give one or more IMAGE files, or --camera N")
+    manifest = load_manifest(args.bundle)
+    spec = manifest.get("preprocessing")
+    if not spec:
+        raise RunnerError("this bundle records no preprocessing, so predict cannot turn an image into an input; rebuild it with a model that declares one")
+    try:
+        opencv("predict")
+    except OpenCVMissing as e:
+        raise RunnerError(str(e), EXIT_RUNTIME) from None
+    art = _predict_artifact(manifest, args.artifact)
+    path = verify_artifact(args.bundle, manifest, art)
+    runner = open_runner(path, art["format"], threads=args.threads or default_threads(manifest), **runner_options(manifest, art["format"]))
+    shape = (art.get("inputs") or [{}])[0].get("shape") or runner.inputs[0].shape
+    names = manifest.get("class_names")
+    input_name = runner.inputs[0].name
+    results = []
+
+    def classify(label: str, img: Any) -> None:
+        out = runner.run({input_name: preprocess(img, spec, shape)})
+        top = top_classes(next(iter(out.values()))[0], names, args.top)
+        results.append({"image": label, "top": [{"label": n, "score": round(p, 6)} for n, p in top]})
+        if not args.json:
+            print(f"{label}: " + ", ".join(f"{n} ({p:.2%})" for n, p in top), flush=True)
+
+    for image in args.images:
+        try:
+            img = read_image(image, spec)
+        except ValueError as e:
+            raise RunnerError(str(e)) from None
+        classify(image, img)
+    if args.camera is not None:
+        cv2 = opencv("--camera")
+        cap = cv2.VideoCapture(args.camera)
+        if not cap.isOpened():
+            raise RunnerError(f"camera {args.camera} could not be opened (is it connected, and is this user in the 'video' group?)", EXIT_RUNTIME)
+        n = 0
+        try:
+            while args.frames is None or n < args.frames:
+                ok, frame = cap.read()
+                if not ok:
+                    raise RunnerError(f"camera {args.camera} stopped delivering frames", EXIT_RUNTIME)
+                n += 1
+                classify(f"camera {args.camera} frame {n}", frame)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            cap.release()
+    if args.json:
+        _emit({"artifact": art["path"], "backend": f"{runner.backend} {runner.backend_version}", "predictions": results}, args.json)
+    return EXIT_OK
+
+
+def _emit(obj: Dict[str, Any], as_json: Any) -> None:
     text = json.dumps(obj, indent=2, default=str)
     if as_json and as_json != "-":
         with open(as_json, "w") as f:
@@ -185,44 +333,68 @@ def _emit(obj: Dict[str, Any], as_json: bool) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edgeship-runner", description="Run an edgeship bundle's models on this device.")
+    p = argparse.ArgumentParser(
+        prog="edgeship-runner",
+        description="Run an edgeship bundle's models on this device (Python 3.9+, NumPy and one runtime).",
+        epilog="exit codes: 0 ok, 1 a check failed or a file was refused, 2 bad input, 4 runtime missing",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(sp: argparse.ArgumentParser, bundle_required: bool = True) -> None:
+    def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("bundle", nargs="?", default=None, help="bundle folder (default: the runner's own folder)")
-        sp.add_argument("--json", metavar="FILE", default=None, help="also write the result to FILE")
+        sp.add_argument("--json", metavar="FILE", default=None, help="also write the result as JSON to FILE")
 
-    c = sub.add_parser("check", help="device facts and whether each artifact can run here")
+    c = sub.add_parser("check", help="device facts and whether each artifact can run here (with the install line)")
     common(c)
     c.set_defaults(func=cmd_check)
     for name, func, helptext in (
-        ("parity", cmd_parity, "verify artifacts and run the bundled parity inputs"),
-        ("bench", cmd_bench, "latency protocol: load, first run, warm-up, timed runs"),
+        ("parity", cmd_parity, "verify artifacts' sha256 and run the bundled parity inputs; writes the outputs"),
+        ("bench", cmd_bench, "latency protocol: load, first run, warm-up, timed runs; JSON"),
+        ("predict", cmd_predict, "classify image files or camera frames with the bundle's preprocessing"),
     ):
         sp = sub.add_parser(name, help=helptext)
-        common(sp)
+        if name == "predict":
+            sp.add_argument("images", nargs="*", metavar="IMAGE", help="image files (png, jpg, ...)")
+            sp.add_argument("--bundle", dest="bundle", default=None, help="bundle folder (default: the runner's own folder)")
+            sp.add_argument("--json", metavar="FILE", default=None, help="print JSON instead of lines ('-' for stdout only)")
+        else:
+            common(sp)
         sp.add_argument("--artifact", action="append", help="only this artifact (file name or format:recipe); repeatable")
         sp.add_argument("--threads", type=int, default=None, help="threads (default: the target profile's)")
         sp.set_defaults(func=func)
     bench = sub.choices["bench"]
     bench.add_argument("--runs", type=int, default=100, help="timed runs (default 100)")
     bench.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
-    bench.add_argument("--seconds", type=float, default=None, help="stop timing after this many seconds")
+    bench.add_argument("--seconds", type=float, default=None, help="time budget: stop the timed runs after this many seconds")
+    bench.add_argument("--no-samples", action="store_true", help="leave the per-run samples out of the JSON")
     sub.choices["parity"].add_argument("--out", default=None, help="folder for the outputs (default BUNDLE/device)")
+    pred = sub.choices["predict"]
+    pred.add_argument("--camera", type=int, default=None, metavar="N", help="read frames from camera N (OpenCV VideoCapture)")
+    pred.add_argument("--frames", type=int, default=None, help="stop after this many camera frames (default: until Ctrl-C)")
+    pred.add_argument("--top", type=int, default=3, help="how many classes to print (default 3)")
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    if sys.version_info < (3, 9):
+        print(f"error: the runner needs Python 3.9 or newer; this is {platform.python_version()}", file=sys.stderr)
+        return EXIT_RUNTIME
     args = parser().parse_args(argv)
-    if args.command != "check" and args.bundle is None:
+    if args.bundle is None and (args.command != "check" or os.path.isfile(os.path.join(default_bundle(), "manifest.json"))):
         args.bundle = default_bundle()
-    elif args.command == "check" and args.bundle is None and os.path.isfile(os.path.join(default_bundle(), "manifest.json")):
-        args.bundle = default_bundle()
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        print("error: NumPy is not installed for this Python: python3 -m pip install numpy", file=sys.stderr)
+        return EXIT_RUNTIME
     try:
         return args.func(args)
     except RunnerError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except Exception as e:  # a runtime's own error: one line, not a traceback
         from .runners import RuntimeMissing
 
