@@ -142,6 +142,13 @@ def targets_show(name: str) -> None:
     click.echo(json.dumps(load_target(name).to_dict(), indent=2))
 
 
+# Devices (issue 5): deploy a bundle to ssh/local devices, inspect a device.
+from .cli_devices import deploy as _deploy, device as _device  # noqa: E402
+
+cli.add_command(_deploy)
+cli.add_command(_device)
+
+
 def main(argv: Optional[list] = None) -> None:
     """Entry point: EdgeshipErrors become one line on stderr and their exit code, never a traceback."""
     try:

@@ -64,6 +64,7 @@ def render_md(data: Data) -> str:
         lines += ["", "### What failed", ""] + [f"- {f}" for f in data["failures"]]
     if data.get("warnings"):
         lines += ["", "### Warnings", ""] + [f"- {w}" for w in data["warnings"]]
+    lines += devices_md(data)
     return "\n".join(lines) + "\n"
 
 
@@ -99,7 +100,7 @@ def junit_cases(data: Data) -> List[Dict[str, Any]]:
                 cases.append({"classname": cls, "name": "latency.p50", "failure": fail, "required": a["required"]})
             else:
                 cases.append({"classname": cls, "name": "latency.p50", "skipped": lat.get("reason", "not measured"), "failure": None, "required": a["required"]})
-    return cases
+    return cases + device_junit_cases(data)
 
 
 def render_junit(data: Data) -> str:
@@ -126,6 +127,68 @@ def render_junit(data: Data) -> str:
     root.append(suite)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+# --------------------------------------------------------------------------- devices (edgeship deploy)
+
+
+def devices_md(data: Data) -> List[str]:
+    """One section per device `edgeship deploy` ran on: its facts, latency and parity there."""
+    lines: List[str] = []
+    budget_ms = data["target"].get("latency_budget_ms")
+    for d in data.get("devices", []):
+        ok = "✅ pass" if d.get("passed") else "❌ failed"
+        lines += ["", f"### On device `{d['device']}` — {ok}", ""]
+        if d.get("error"):
+            lines.append(f"Could not run there: {d['error']}")
+            continue
+        f = d["facts"]
+        board = f" — {f['board']}" if f.get("board") else ""
+        lines.append(
+            f"{f['cpu']}{board} ({f['cores']} cores, {f['machine']}, {f.get('memory_mb') or '?'} MiB), {f['os']}; "
+            f"Python {f['python']}, NumPy {f['numpy']}; {d.get('threads') or 'default'} threads, batch 1."
+        )
+        lines += [
+            "",
+            "| artifact | runtime | load ms | p50 ms | p90 ms | p99 ms | peak MiB | max abs | SNR dB | top-1 agree | vs host max abs | result |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for a in d["artifacts"]:
+            if not a.get("ran"):
+                lines.append(f"| `{a['artifact']}` | not run: {a.get('reason', '')} (`{a.get('install') or ''}`) | – | – | – | – | – | – | – | – | – | {'**FAIL**' if a['required'] else 'skipped'} |")
+                continue
+            lat = a.get("latency") or {}
+            o = a["parity"]["outputs"][0]
+            slow = budget_ms is not None and lat and lat["p50_ms"] > budget_ms
+            res = "pass" if a["passed"] and not slow else ("**FAIL**" if a["required"] else "fail (optional)")
+            lines.append(
+                f"| `{a['artifact']}` | {a.get('backend') or ''} | {_fmt(lat.get('load_ms'), '.2f')} | {_fmt(lat.get('p50_ms'), '.3f')} | "
+                f"{_fmt(lat.get('p90_ms'), '.3f')} | {_fmt(lat.get('p99_ms'), '.3f')} | {_fmt(lat.get('peak_rss_mb'), '.1f')} | "
+                f"{_fmt(o['max_abs'])} | {_fmt(o['snr_db'], '.1f')} | "
+                f"{_fmt(o['top1_agreement'], '.2%') if o['top1_agreement'] is not None else '–'} | {_fmt(a.get('max_abs_vs_host'))} | {res} |"
+            )
+        if d.get("failures"):
+            lines += [""] + [f"- {x}" for x in d["failures"]]
+    return lines
+
+
+def device_junit_cases(data: Data) -> List[Dict[str, Any]]:
+    """Device parity checks as test cases too: classname edgeship.<target>.device.<device>.<artifact>."""
+    cases: List[Dict[str, Any]] = []
+    for d in data.get("devices", []):
+        base = f"edgeship.{data['target']['name']}.device.{d['device']}"
+        if d.get("error"):
+            cases.append({"classname": base, "name": "deploy", "failure": d["error"], "required": True})
+            continue
+        for a in d["artifacts"]:
+            cls = f"{base}.{a['artifact']}"
+            if not a.get("ran"):
+                cases.append({"classname": cls, "name": "run", "failure": f"{a.get('reason')}: {a.get('install')}", "required": a["required"]})
+                continue
+            for c in a["parity"]["checks"]:
+                msg = None if c["passed"] else f"{c['metric']} = {c['value']:.6g}, budget {'at least' if c['op'] == '>=' else 'at most'} {c['threshold']:.6g}"
+                cases.append({"classname": cls, "name": f"{c['output']}.{c['metric']}", "failure": msg, "required": a["required"]})
+    return cases
 
 
 RENDERERS: Dict[str, tuple[str, Callable[[Data], str]]] = {

@@ -1,0 +1,164 @@
+"""`edgeship deploy` and `edgeship device check`: thin Click commands over edgeship.devices."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import click
+
+from .errors import CheckFailed, DeviceError, UsageError
+
+DEVICE_HELP = "ssh://[user@]host[:port][?python=PATH] (host may be a ~/.ssh/config alias) or local[:PYTHON]."
+SSH_CONFIG_HELP = "ssh_config file for ssh/scp (-F). Default: ssh's own (~/.ssh/config). Env: EDGESHIP_SSH_CONFIG."
+
+
+def _devices(specs: Tuple[str, ...], remote_python: Optional[str], ssh_config: Optional[str]) -> List[Any]:
+    from .devices import parse_device
+
+    devs = [parse_device(s, remote_python=remote_python, ssh_config=ssh_config) for s in specs]
+    labels = [d.label for d in devs]
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise UsageError(f"--device {', '.join(dupes)} given twice")
+    return devs
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--device", "-d", "device_specs", multiple=True, required=True, help=f"Where to run, repeatable (in parallel): {DEVICE_HELP}")
+@click.option("--remote-python", default=None, help="Python on ssh devices (default python3); a ?python= in the URL wins.")
+@click.option("--ssh-config", default=None, envvar="EDGESHIP_SSH_CONFIG", type=click.Path(dir_okay=False, exists=True), help=SSH_CONFIG_HELP)
+@click.option("--artifact", "-a", "artifacts", multiple=True, help="Only this artifact (file name or format:recipe); repeatable. Default: all.")
+@click.option("--runs", type=click.IntRange(min=1), default=None, help="Timed runs per artifact (default: the profile's).")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None, help="Time budget for the timed runs of each artifact.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads (default: the profile's, capped at the device's cores).")
+@click.option("--remote-dir", default=None, help="Folder on the device for the copy (default: its temp dir).")
+@click.option("--keep", is_flag=True, help="Leave the copied bundle on the device.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+def deploy(
+    bundle: Path,
+    device_specs: Tuple[str, ...],
+    remote_python: Optional[str],
+    ssh_config: Optional[str],
+    artifacts: Tuple[str, ...],
+    runs: Optional[int],
+    seconds: Optional[float],
+    threads: Optional[int],
+    remote_dir: Optional[str],
+    keep: bool,
+    quiet: bool,
+) -> None:
+    """Copy BUNDLE to devices, run parity and latency there, and add a device section to its reports."""
+    from .bundle import load_manifest
+    from .devices.deploy import DeployOptions, deploy as run_deploy, select_artifacts
+    from .devices.record import record_devices
+
+    manifest = load_manifest(bundle)
+    select_artifacts(manifest, list(artifacts) or None)  # bad names are a usage error before any copying
+    devs = _devices(device_specs, remote_python, ssh_config)
+    opts = DeployOptions(artifacts=list(artifacts) or None, runs=runs, seconds=seconds, threads=threads, remote_dir=remote_dir, keep=keep)
+    log = (lambda m: None) if quiet else (lambda m: click.echo(f"… {m}", err=True))
+    sections = run_deploy(bundle, devs, opts, log=log)
+    record_devices(bundle, sections)
+    for s in sections:
+        _print_section(s)
+    click.echo(f"device sections added to {bundle}/report.md, report.json and junit.xml")
+    errors = [s for s in sections if s.get("error")]
+    if errors:
+        code = max(s.get("exit_code", 4) for s in errors)
+        raise DeviceError("; ".join(s["error"] for s in errors), exit_code=code)
+    missing = [(s["device"], a) for s in sections for a in s["artifacts"] if a["required"] and not a.get("ran")]
+    if missing:
+        lines = sorted({a["install"] for _, a in missing if a.get("install")})
+        names = ", ".join(f"{a['artifact']} on {dev}" for dev, a in missing)
+        raise DeviceError(f"runtime missing for {names}; install it there: {'; '.join(lines)} (or deploy only some with --artifact)")
+    failed = [f"{s['device']}: {f}" for s in sections for f in s["failures"]]
+    if failed:
+        raise CheckFailed(f"{len(failed)} check(s) failed on the device(s): " + "; ".join(failed))
+
+
+def _print_section(s: Dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console() if sys.stdout.isatty() else Console(width=150)  # logs: do not squeeze to 80
+    if s.get("error"):
+        console.print(f"[red]✗[/red] {s['device']}: {s['error']}")
+        return
+    f = s["facts"]
+    table = Table(title=f"{s['device']}: {f['cpu']} ({f['cores']} cores, {f['machine']}), Python {f['python']}, NumPy {f['numpy']}")
+    for col in ("artifact", "runtime", "p50 ms", "p90 ms", "max abs", "top-1 agree", "vs host", "result"):
+        table.add_column(col, justify="left" if col in ("artifact", "runtime", "result") else "right", no_wrap=col == "artifact")
+    for a in s["artifacts"]:
+        if not a.get("ran"):
+            table.add_row(a["artifact"], "not run: runtime missing", "–", "–", "–", "–", "–", "[red]FAIL[/red]" if a["required"] else "skipped")
+            continue
+        o = a["parity"]["outputs"][0]
+        lat = a.get("latency") or {}
+        table.add_row(
+            a["artifact"],
+            a.get("backend") or "",
+            f"{lat.get('p50_ms', 0):.3f}",
+            f"{lat.get('p90_ms', 0):.3f}",
+            f"{o['max_abs']:.3g}",
+            f"{o['top1_agreement']:.2%}" if o.get("top1_agreement") is not None else "–",
+            f"{a['max_abs_vs_host']:.3g}" if a.get("max_abs_vs_host") is not None else "–",
+            "[green]pass[/green]" if a["passed"] else "[red]FAIL[/red]",
+        )
+    console.print(table)
+    for x in s["failures"]:
+        console.print(f"[red]✗[/red] {x}")
+
+
+@click.group()
+def device() -> None:
+    """Inspect devices before deploying to them."""
+
+
+@device.command("check")
+@click.argument("device_spec", metavar="DEVICE")
+@click.option("--bundle", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="Also say whether this bundle's artifacts can run there.")
+@click.option("--remote-python", default=None, help="Python on the device (default python3).")
+@click.option("--ssh-config", default=None, envvar="EDGESHIP_SSH_CONFIG", type=click.Path(dir_okay=False, exists=True), help=SSH_CONFIG_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the runner's check result as JSON.")
+def device_check_cmd(device_spec: str, bundle: Optional[Path], remote_python: Optional[str], ssh_config: Optional[str], as_json: bool) -> None:
+    """DEVICE's facts (CPU, cores, memory, OS, Python, NumPy, runtimes) and what to install there."""
+    from .devices.deploy import device_check
+
+    (dev,) = _devices((device_spec,), remote_python, ssh_config)
+    res = device_check(dev, bundle)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+    else:
+        f = res["device"]
+        rows = [
+            ("device", dev.label),
+            ("architecture", f["machine"]),
+            ("CPU", f["cpu"] + (f" — {f['board']}" if f.get("board") else "")),
+            ("cores", str(f["cores"])),
+            ("memory", f"{f['memory_mb']} MiB ({f.get('memory_available_mb')} MiB available)"),
+            ("disk free", f"{f.get('disk_free_mb')} MiB"),
+            ("OS", f["os"]),
+            ("Python", f"{f['python']} ({res.get('python_executable', dev.python)})"),
+            ("NumPy", f["numpy"]),
+            ("OpenCV", f.get("opencv") or "not installed (only `predict` needs it: python3 -m pip install opencv-python-headless)"),
+        ]
+        for fmt, st in res["runtimes"].items():
+            rows.append((f"{fmt} runtime", f"{st['runtime']} {st['version']}" if st["available"] else "missing"))
+        width = max(len(k) for k, _ in rows)
+        for k, v in rows:
+            click.echo(f"{k:<{width}}  {v}")
+        for a in res.get("artifacts", []):
+            click.echo(f"{'can run' if a['can_run'] else 'cannot run':<{width}}  {a['artifact']}")
+        if res.get("install"):
+            click.echo("to install there:")
+            for line in res["install"]:
+                click.echo(f"  {line}")
+        else:
+            click.echo("nothing to install: the runner can run here")
+    if bundle is not None and not all(a["can_run"] or not a["required"] for a in res.get("artifacts", [])):
+        raise DeviceError(f"{dev.label} cannot run every required artifact of {bundle}; install: {'; '.join(res['install'])}")
+    if bundle is None and not any(st["available"] for st in res["runtimes"].values()):
+        raise DeviceError(f"{dev.label} has no runtime for TFLite or ONNX; install: {'; '.join(res['install'])}")

@@ -1,0 +1,334 @@
+"""Deploy a bundle to devices: copy, run the runner's check/parity/bench there, judge on the host.
+
+The flow, written once for every Device:
+  probe      the device's Python and NumPy, free disk, a fresh work folder
+  stage      copy only what the runner needs to <work>/.incoming, verify every sha256 *there*,
+             then rename to <work>/bundle: nothing half-copied is ever run
+  run        check (facts, what can run), parity (outputs of the bundled inputs), bench (latency)
+  fetch      the outputs come back; parity is computed here, against the bundle's reference
+             outputs, with edgeship.parity.compare and the target's own budgets
+Several devices run in parallel; each yields one plain dict (a report section).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+from ..errors import CheckFailed, DeviceError, UsageError
+from ..sources import sha256_file
+from .base import Device, tail
+
+RUNNER_FILE = "edgeship-runner.pyz"
+MIN_PYTHON = (3, 9)
+
+# Runs on the device's Python before anything is copied: written for any Python 3 so an old one
+# can still say its version. argv[1]: base folder ('' = the device's temp dir); argv[2]: '1' to make the work folder.
+PROBE = r"""
+import json, os, sys, tempfile
+r = {"python": "%d.%d.%d" % tuple(sys.version_info[:3]), "executable": sys.executable, "numpy": None, "workdir": None}
+try:
+    import numpy
+    r["numpy"] = numpy.__version__
+except Exception as e:
+    r["numpy_error"] = "%s: %s" % (type(e).__name__, e)
+base = sys.argv[1] or tempfile.gettempdir()
+r["base"] = base
+try:
+    st = os.statvfs(base)
+    r["free_mb"] = st.f_bavail * st.f_frsize // 1048576
+except Exception as e:
+    r["free_mb"] = None
+    r["base_error"] = str(e)
+if sys.argv[2] == "1" and sys.version_info >= (3, 9) and r["numpy"] and r["free_mb"] is not None:
+    r["workdir"] = tempfile.mkdtemp(prefix="edgeship-", dir=base)
+print(json.dumps(r))
+"""
+
+# Verifies the copy on the device, then renames it into place. argv: incoming, final, {rel: [size, sha256]}.
+VERIFY_AND_RENAME = r"""
+import hashlib, json, os, sys
+src, dst, want = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+bad = []
+for rel in sorted(want):
+    size, sha = want[rel]
+    p = os.path.join(src, rel)
+    if not os.path.isfile(p) or os.path.getsize(p) != size:
+        bad.append(rel)
+        continue
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != sha:
+        bad.append(rel)
+if bad:
+    print(json.dumps({"bad": bad}))
+    sys.exit(3)
+os.rename(src, dst)
+print(json.dumps({"bundle": dst}))
+"""
+
+
+@dataclass
+class DeployOptions:
+    artifacts: Optional[List[str]] = None  # file names or format:recipe keys; None = all
+    runs: Optional[int] = None  # timed runs (default: the profile's)
+    seconds: Optional[float] = None  # time budget for the timed runs
+    warmup: Optional[int] = None
+    threads: Optional[int] = None  # default: the profile's, capped at the device's cores
+    remote_dir: Optional[str] = None  # base folder on the device (default: its temp dir)
+    keep: bool = False  # leave the copy on the device
+    timeout: float = 900
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def _json(r: Any, device: Device, what: str) -> Dict[str, Any]:
+    try:
+        return json.loads(r.stdout)
+    except ValueError:
+        raise DeviceError(f"{device.label}: {what} failed (exit {r.returncode}): {tail(r.stderr or r.stdout, 2)}") from None
+
+
+def probe(device: Device, make_workdir: bool, base: Optional[str] = None) -> Dict[str, Any]:
+    """Python, NumPy, free disk and (optionally) a fresh work folder on the device; errors say what to install."""
+    r = device.run([device.python, "-c", PROBE, base or "", "1" if make_workdir else "0"], timeout=120)
+    if r.returncode == 127 or (r.returncode != 0 and "not found" in (r.stderr or "").lower()):
+        raise DeviceError(f"{device.label}: Python not found as '{device.python}': {device.python_install_hint()}")
+    info = _json(r, device, f"running {device.python}")
+    version = tuple(int(x) for x in info["python"].split(".")[:2])
+    if version < MIN_PYTHON:
+        raise DeviceError(
+            f"{device.label}: {device.python} is Python {info['python']}; the runner needs 3.9 or newer "
+            f"(install a newer python3, or name one with ?python=PATH)"
+        )
+    if not info["numpy"]:
+        raise DeviceError(f"{device.label}: NumPy is missing for {info['executable']}: {info['executable']} -m pip install numpy")
+    if info.get("free_mb") is None:
+        raise DeviceError(f"{device.label}: cannot use {info['base']} there: {info.get('base_error', 'no such folder')}")
+    return info
+
+
+def runner_files(bundle: Path, manifest: Dict[str, Any], arts: List[Dict[str, Any]], with_data: bool = True) -> Dict[str, Path]:
+    """rel path -> local file: what the runner needs on the device (not reports or host outputs)."""
+    rels = [RUNNER_FILE] + ([a["file"] for a in arts] + ["parity/inputs.npz"] if with_data else [])
+    files = {"manifest.json": bundle / "manifest.json"}
+    problems = []
+    for rel in rels:
+        p = bundle / rel
+        meta = manifest["files"].get(rel)
+        if meta is None or not p.is_file() or p.stat().st_size != meta["size"] or sha256_file(p) != meta["sha256"]:
+            problems.append(rel)
+        files[rel] = p
+    if problems:
+        raise CheckFailed(
+            f"{bundle}: {', '.join(problems)} no longer match the manifest's sha256 (tampered, truncated or missing); "
+            "rebuild the bundle; nothing was copied"
+        )
+    return files
+
+
+def stage(device: Device, files: Dict[str, Path], info: Dict[str, Any], timeout: float) -> str:
+    """Copy ``files`` to the device's work folder, verify them there, rename into place; the bundle path."""
+    need_mb = int(sum(p.stat().st_size for p in files.values()) * 1.2 / (1 << 20)) + 2  # + outputs, results
+    if info["free_mb"] < need_mb:
+        raise DeviceError(
+            f"{device.label}: out of disk space: {info['base']} has {info['free_mb']} MiB free, the bundle needs about "
+            f"{need_mb} MiB (free some space there, or choose another folder with --remote-dir)"
+        )
+    work = info["workdir"]
+    incoming, final = f"{work}/.incoming", f"{work}/bundle"
+    with tempfile.TemporaryDirectory(prefix="edgeship-stage-") as tmp:
+        local = Path(tmp) / "b"
+        for rel, src in files.items():
+            (local / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, local / rel)
+        device.upload(local, incoming, timeout=timeout)
+    want = {rel: [p.stat().st_size, sha256_file(p)] for rel, p in files.items()}
+    r = device.run([info["executable"], "-c", VERIFY_AND_RENAME, incoming, final, json.dumps(want)], timeout=300)
+    out = _json(r, device, "verifying the copy")
+    if out.get("bad"):
+        raise DeviceError(f"{device.label}: the copy arrived damaged ({', '.join(out['bad'])}); nothing was run. Try again")
+    return final
+
+
+def run_runner(device: Device, info: Dict[str, Any], remote_bundle: str, args: List[str], timeout: float, ok=(0,)) -> Dict[str, Any]:
+    r = device.run([info["executable"], f"{remote_bundle}/{RUNNER_FILE}", *args], timeout=timeout)
+    if r.returncode not in ok:
+        what = "runtime missing" if r.returncode == 4 else "failed"
+        raise DeviceError(f"{device.label}: runner {args[0]} {what}: {tail(r.stderr or r.stdout)}", exit_code=4 if r.returncode != 1 else 1)
+    return _json(r, device, f"runner {args[0]}")
+
+
+# --------------------------------------------------------------------------- one device
+
+
+def select_artifacts(manifest: Dict[str, Any], names: Optional[List[str]]) -> List[Dict[str, Any]]:
+    arts = manifest["artifacts"]
+    if not names:
+        return list(arts)
+    by = {a["path"]: a for a in arts}
+    by.update({a["key"]: a for a in arts})
+    missing = [n for n in names if n not in by]
+    if missing:
+        raise UsageError(f"no artifact {', '.join(missing)} in the bundle (have: {', '.join(a['path'] for a in arts)})")
+    return [by[n] for n in dict.fromkeys(names)]
+
+
+def load_npz(path: Path) -> Dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def judge(bundle: Path, manifest: Dict[str, Any], art: Dict[str, Any], outputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
+    """Parity of one artifact's device outputs, on the host, exactly as the build judged the host's."""
+    from ..parity import compare
+
+    reference = load_npz(bundle / "parity" / "reference.npz")
+    inputs = load_npz(bundle / "parity" / "inputs.npz")
+    budget = manifest["target"].get("budgets", {}).get(art["recipe"], {})
+    result = compare(art["path"], reference, outputs, budget, labels=inputs.get("__labels__"), inputs_from="the bundle's parity inputs, run on the device")
+    host_file = bundle / "parity" / f"host_{art['path']}.npz"
+    vs_host = None
+    if host_file.is_file():
+        host = load_npz(host_file)
+        pairs = zip(host.values(), outputs.values())
+        vs_host = max(float(np.max(np.abs(np.asarray(h, np.float64) - np.asarray(d, np.float64).reshape(np.shape(h))))) for h, d in pairs)
+    return {"parity": result.to_dict(), "passed": result.passed, "failures": result.failures, "max_abs_vs_host": vs_host}
+
+
+def deploy_one(
+    device: Device, bundle: Path, opts: DeployOptions, results_dir: Optional[Path] = None, log: Callable[[str], None] = lambda m: None
+) -> Dict[str, Any]:
+    """The whole flow on one device; the device's report section (raises DeviceError/CheckFailed)."""
+    from ..bundle import load_manifest
+
+    manifest = load_manifest(bundle)
+    arts = select_artifacts(manifest, opts.artifacts)
+    files = runner_files(bundle, manifest, arts)
+    info = probe(device, make_workdir=True, base=opts.remote_dir)
+    work = info["workdir"]
+    try:
+        log(f"{device.label}: copying {len(files)} files to {work}")
+        rb = stage(device, files, info, opts.timeout)
+        check = run_runner(device, info, rb, ["check", rb], 300, ok=(0, 4))
+        can = {a["artifact"]: a for a in check.get("artifacts", [])}
+        runnable = [a for a in arts if can.get(a["path"], {}).get("can_run")]
+        section: Dict[str, Any] = {
+            "device": device.label,
+            "facts": check["device"],
+            "runtimes": check["runtimes"],
+            "python_executable": info["executable"],
+            "artifacts": [],
+        }
+        if not runnable:
+            lines = sorted({can[a["path"]]["install"] for a in arts if can.get(a["path"], {}).get("install")})
+            raise DeviceError(f"{device.label}: no runtime there can run {', '.join(a['path'] for a in arts)}; install one: {'; '.join(lines)}")
+        sel = [x for a in runnable for x in ("--artifact", a["path"])]
+        thr = ["--threads", str(opts.threads)] if opts.threads else []
+        log(f"{device.label}: parity on {len(runnable)} artifact(s)")
+        parity = run_runner(device, info, rb, ["parity", rb, "--out", f"{work}/results", *sel, *thr], opts.timeout)
+        rt = manifest["target"].get("runtime", {})
+        bench_args = ["bench", rb, "--runs", str(opts.runs or rt.get("runs", 100)), "--warmup", str(opts.warmup if opts.warmup is not None else rt.get("warmup", 10))]
+        if opts.seconds:
+            bench_args += ["--seconds", str(opts.seconds)]
+        log(f"{device.label}: timing {len(runnable)} artifact(s)")
+        bench = run_runner(device, info, rb, [*bench_args, *sel, *thr], opts.timeout)
+        local = Path(tempfile.mkdtemp(prefix="edgeship-results-"))
+        try:
+            device.download(f"{work}/results", local / "results", timeout=opts.timeout)
+            lat = {x["artifact"]: x for x in bench["latency"]}
+            backend = {x["artifact"]: x["backend"] for x in parity["parity_outputs"]}
+            for a in arts:
+                entry: Dict[str, Any] = {"artifact": a["path"], "key": a["key"], "required": a.get("required", True)}
+                if a not in runnable:
+                    st = can.get(a["path"], {})
+                    entry.update(ran=False, reason=f"no {a['format']} runtime on the device", install=st.get("install"), passed=False)
+                else:
+                    out_file = local / "results" / f"outputs_{a['path']}.npz"
+                    entry.update(ran=True, backend=backend.get(a["path"]), latency=lat.get(a["path"]))
+                    entry.update(judge(bundle, manifest, a, load_npz(out_file)))
+                    if results_dir is not None:
+                        results_dir.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(out_file, results_dir / out_file.name)
+                section["artifacts"].append(entry)
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
+        section["threads"] = bench["latency"][0].get("threads") if bench["latency"] else None
+        section["failures"] = device_failures(section, manifest)
+        section["passed"] = not section["failures"]
+        section["error"] = None
+        return section
+    finally:
+        if not opts.keep:
+            device.remove(work)
+
+
+def device_failures(section: Dict[str, Any], manifest: Dict[str, Any]) -> List[str]:
+    """What a required artifact missed on this device: parity budgets, the latency budget, or not running."""
+    budget_ms = manifest["target"].get("latency_budget_ms")
+    out: List[str] = []
+    for a in section["artifacts"]:
+        if not a["required"]:
+            continue
+        if not a["ran"]:
+            out.append(f"{a['artifact']}: not run on the device ({a['reason']}; {a['install']})")
+            continue
+        out += [f"{a['artifact']}: {m}" for m in a["failures"]]
+        lat = a.get("latency")
+        if budget_ms is not None and lat and lat["p50_ms"] > budget_ms:
+            out.append(f"{a['artifact']}: device latency p50 {lat['p50_ms']:.3f} ms over the budget of {budget_ms} ms")
+    return out
+
+
+# --------------------------------------------------------------------------- several devices
+
+
+def deploy(
+    bundle: Path, devices: List[Device], opts: DeployOptions, log: Callable[[str], None] = lambda m: None
+) -> List[Dict[str, Any]]:
+    """Run the flow on every device in parallel; one section per device (failed ones carry 'error')."""
+    from .record import slug
+
+    def one(dev: Device) -> Dict[str, Any]:
+        outputs = Path(tempfile.mkdtemp(prefix="edgeship-dev-")) / slug(dev.label)
+        try:
+            section = deploy_one(dev, bundle, opts, results_dir=outputs, log=log)
+            section["_outputs"] = str(outputs)  # moved into the bundle by record.record_devices
+            return section
+        except (DeviceError, CheckFailed) as e:
+            return {"device": dev.label, "error": str(e), "exit_code": e.exit_code, "artifacts": [], "passed": False, "failures": [str(e)]}
+
+    with ThreadPoolExecutor(max_workers=max(1, len(devices))) as pool:
+        return list(pool.map(one, devices))
+
+
+def device_check(device: Device, bundle: Optional[Path] = None, remote_dir: Optional[str] = None) -> Dict[str, Any]:
+    """The device's facts and what to install there (against a bundle's artifacts when given)."""
+    from ..bundle import load_manifest
+
+    info = probe(device, make_workdir=True, base=remote_dir)
+    tmp: Optional[Path] = None
+    try:
+        if bundle is not None:
+            manifest = load_manifest(bundle)
+            files = runner_files(bundle, manifest, manifest["artifacts"], with_data=False)
+        else:
+            from ..bundle import write_runner
+
+            tmp = Path(tempfile.mkdtemp(prefix="edgeship-runner-"))
+            files = {RUNNER_FILE: write_runner(tmp / RUNNER_FILE)}
+        rb = stage(device, files, info, 300)
+        return run_runner(device, info, rb, ["check"] + ([rb] if bundle is not None else []), 300, ok=(0, 4))
+    finally:
+        device.remove(info["workdir"])
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
