@@ -188,6 +188,10 @@ def device_junit_cases(data: Data) -> List[Dict[str, Any]]:
             for c in a["parity"]["checks"]:
                 msg = None if c["passed"] else f"{c['metric']} = {c['value']:.6g}, budget {'at least' if c['op'] == '>=' else 'at most'} {c['threshold']:.6g}"
                 cases.append({"classname": cls, "name": f"{c['output']}.{c['metric']}", "failure": msg, "required": a["required"]})
+            budget, lat = data["target"].get("latency_budget_ms"), a.get("latency")
+            if budget is not None and lat:
+                fail = None if lat["p50_ms"] <= budget else f"p50 {lat['p50_ms']:.3f} ms > {budget} ms on the device"
+                cases.append({"classname": cls, "name": "latency.p50", "failure": fail, "required": a["required"]})
     return cases
 
 

@@ -69,6 +69,12 @@ def test_deploy_over_ssh_and_local_in_parallel(sshd: SSHServer, device_venvs: Di
     from edgeship.bundle import verify
 
     assert verify(bundle) == {}
+    # a latency budget in the profile is judged on the device's p50 too (report data drives it all)
+    from edgeship import report
+
+    tight = {**data, "target": {**data["target"], "latency_budget_ms": 1e-6}}
+    assert "p50" in report.render_junit(tight) and "on the device" in report.render_junit(tight)
+    assert any("| `model_int8.tflite` |" in ln and "**FAIL**" in ln for ln in report.devices_md(tight))
     # the copies on the device are gone
     assert not [p for p in Path("/tmp").glob("edgeship-*") if (p / "bundle" / "manifest.json").is_file() and str(bundle) in str(p)]
 
