@@ -72,8 +72,8 @@ def deploy(
     missing = [(s["device"], a) for s in sections for a in s["artifacts"] if a["required"] and not a.get("ran")]
     if missing:
         lines = sorted({a["install"] for _, a in missing if a.get("install")})
-        names = ", ".join(f"{a['artifact']} on {dev}" for dev, a in missing)
-        raise DeviceError(f"runtime missing for {names}; install it there: {'; '.join(lines)} (or deploy only some with --artifact)")
+        names = ", ".join(f"{a['artifact']} on {dev} ({a['reason']})" for dev, a in missing)
+        raise DeviceError(f"cannot run {names}; install there: {'; '.join(lines) or '-'} (or deploy only some with --artifact)")
     failed = [f"{s['device']}: {f}" for s in sections for f in s["failures"]]
     if failed:
         raise CheckFailed(f"{len(failed)} check(s) failed on the device(s): " + "; ".join(failed))

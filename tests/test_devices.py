@@ -92,11 +92,12 @@ def test_missing_runtime_on_the_device_names_the_pip_line(sshd: SSHServer, devic
     r = run_cli("deploy", str(bundle), "--device", f"ssh://{sshd.alias}?python={np1}", "--ssh-config", str(sshd.config), "--runs", "5", "-q")
     assert r.returncode == 4
     no_traceback(r)
-    assert "runtime missing for model_int8.onnx" in r.stderr and "python3 -m pip install onnxruntime" in r.stderr
+    assert "cannot run model_int8.onnx on ssh://edgeship-test (no onnx runtime installed)" in r.stderr
+    assert "install there: python3 -m pip install onnxruntime" in r.stderr
     # what could run there did, and the report says which did not and why
     d = json.loads((bundle / "report.json").read_text())["devices"][0]
     assert [a["ran"] for a in d["artifacts"]] == [True, True, False, False]
-    assert "not run: no onnx runtime on the device" in (bundle / "report.md").read_text()
+    assert "not run: no onnx runtime installed" in (bundle / "report.md").read_text()
 
 
 def test_device_check_prints_facts_and_what_to_install(sshd: SSHServer, device_venvs: Dict[str, Path], bundle: Path) -> None:
@@ -129,6 +130,16 @@ def test_authentication_refused(sshd: SSHServer, bundle: Path, tmp_path: Path) -
     cfg.write_text(sshd.config.read_text().replace(str(sshd.key), str(sshd.other_key)))
     r = run_cli("device", "check", sshd.url, "--ssh-config", str(cfg))
     assert r.returncode == 4 and "authentication refused by 127.0.0.1" in r.stderr and "ssh-copy-id" in r.stderr
+    no_traceback(r)
+
+
+def test_unknown_host_key(sshd: SSHServer, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text("\n".join(ln for ln in sshd.config.read_text().splitlines() if "UserKnownHostsFile" not in ln).replace("Host 127.0.0.1", f"Host 127.0.0.1\n  UserKnownHostsFile {empty}"))
+    r = run_cli("device", "check", sshd.url, "--ssh-config", str(cfg))
+    assert r.returncode == 4 and "host key of 127.0.0.1 is unknown or has changed" in r.stderr
     no_traceback(r)
 
 

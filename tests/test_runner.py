@@ -157,6 +157,27 @@ def test_tampered_or_truncated_artifact_is_refused_by_name(damage: str, device_v
     assert run_pyz(device_venvs["np2-litert-ort"], copy, "parity", "--out", str(out), "--artifact", "tflite:int8").returncode == 0
 
 
+def test_check_opens_each_artifact(device_venvs: Dict[str, Path], bundle: Path, tmp_path: Path) -> None:
+    """A file the installed runtime cannot load (here: bytes that are no model, listed with their true
+    sha256 so only the runtime can object) is reported as not runnable, with the upgrade line."""
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    bad = copy / "artifacts" / "model_fp32.tflite"
+    bad.write_bytes(b"TFL3" + bytes(range(256)) * 8)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    import hashlib
+
+    manifest["files"]["artifacts/model_fp32.tflite"] = {"sha256": hashlib.sha256(bad.read_bytes()).hexdigest(), "size": bad.stat().st_size}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    r = run_pyz(device_venvs["np2-litert-ort"], copy, "check")
+    assert r.returncode == 4, r.stderr
+    arts = {a["artifact"]: a for a in json.loads(r.stdout)["artifacts"]}
+    assert arts["model_int8.tflite"]["can_run"] and arts["model_int8.tflite"]["opened"]
+    fp32 = arts["model_fp32.tflite"]
+    assert not fp32["can_run"] and "ai-edge-litert 2.3.0 cannot open it" in fp32["reason"]
+    assert fp32["install"] == "python3 -m pip install -U ai-edge-litert"
+
+
 def test_missing_runtime_gets_the_install_line(device_venvs: Dict[str, Path], bundle: Path, tmp_path: Path) -> None:
     py = device_venvs["np1-tflite-runtime"]
     r = run_pyz(py, bundle, "parity", "--out", str(tmp_path), "--artifact", "onnx:int8")

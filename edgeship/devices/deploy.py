@@ -230,8 +230,9 @@ def deploy_one(
             "artifacts": [],
         }
         if not runnable:
+            why = "; ".join(f"{a['path']}: {can.get(a['path'], {}).get('reason')}" for a in arts)
             lines = sorted({can[a["path"]]["install"] for a in arts if can.get(a["path"], {}).get("install")})
-            raise DeviceError(f"{device.label}: no runtime there can run {', '.join(a['path'] for a in arts)}; install one: {'; '.join(lines)}")
+            raise DeviceError(f"{device.label}: nothing can run there ({why}); install: {'; '.join(lines) or '-'}")
         sel = [x for a in runnable for x in ("--artifact", a["path"])]
         thr = ["--threads", str(opts.threads)] if opts.threads else []
         log(f"{device.label}: parity on {len(runnable)} artifact(s)")
@@ -251,7 +252,7 @@ def deploy_one(
                 entry: Dict[str, Any] = {"artifact": a["path"], "key": a["key"], "required": a.get("required", True)}
                 if a not in runnable:
                     st = can.get(a["path"], {})
-                    entry.update(ran=False, reason=f"no {a['format']} runtime on the device", install=st.get("install"), passed=False)
+                    entry.update(ran=False, reason=st.get("reason") or "cannot run there", install=st.get("install"), passed=False)
                 else:
                     out_file = local / "results" / f"outputs_{a['path']}.npz"
                     entry.update(ran=True, backend=backend.get(a["path"]), latency=lat.get(a["path"]))

@@ -34,6 +34,10 @@ def record_devices(bundle: Path, sections: List[Dict[str, Any]]) -> List[Path]:
     from .. import report
 
     bundle = Path(bundle)
+    if not (bundle / "report.json").is_file():
+        from ..errors import UsageError
+
+        raise UsageError(f"{bundle} has no report.json to add device sections to; rebuild it with 'edgeship build'")
     data = json.loads((bundle / "report.json").read_text())
     manifest = json.loads((bundle / "manifest.json").read_text())
     changed: List[Path] = []

@@ -157,17 +157,35 @@ def device_facts(where: str = ".") -> Dict[str, Any]:
     return facts
 
 
-def artifact_runnable(manifest: Dict[str, Any], status: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
-    return [
-        {
-            "artifact": a["path"],
-            "format": a["format"],
-            "required": a.get("required", True),
-            "can_run": status[a["format"]]["available"],
-            "install": None if status[a["format"]]["available"] else status[a["format"]].get("install"),
-        }
-        for a in manifest["artifacts"]
-    ]
+UPGRADE = {"tflite": "python3 -m pip install -U ai-edge-litert", "onnx": "python3 -m pip install -U onnxruntime"}
+
+
+def artifact_runnable(bundle: Optional[str], manifest: Dict[str, Any], status: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Per artifact: can it run here? Runtime importable, and (when the file is here) the file
+    verified and actually opened, so an op the installed runtime is too old for shows up now."""
+    from .runners import open_runner
+
+    out = []
+    for a in manifest["artifacts"]:
+        st = status[a["format"]]
+        e: Dict[str, Any] = {"artifact": a["path"], "format": a["format"], "required": a.get("required", True), "can_run": False, "opened": False, "install": None, "reason": None}
+        out.append(e)
+        if not st["available"]:
+            e.update(install=st.get("install"), reason=f"no {a['format']} runtime installed")
+            continue
+        if not bundle or not os.path.isfile(os.path.join(bundle, a["file"])):
+            e["can_run"] = True  # the runtime is here; the file was not copied (e.g. device check)
+            continue
+        try:
+            path = verify_artifact(bundle, manifest, a)
+            open_runner(path, a["format"], threads=1, **runner_options(manifest, a["format"]))
+            e.update(can_run=True, opened=True)
+        except RunnerError as err:
+            e["reason"] = str(err)
+        except Exception as err:  # the runtime is there but cannot load this model (e.g. too old for an op)
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            e.update(reason=f"{st['runtime']} {st['version']} cannot open it: {first}", install=UPGRADE[a["format"]])
+    return out
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -175,8 +193,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     status = {fmt: runtime_status(fmt) for fmt in ("tflite", "onnx")}
     report: Dict[str, Any] = {"device": device_facts(args.bundle or "."), "runtimes": status, "artifacts": []}
     if manifest:
-        report["artifacts"] = artifact_runnable(manifest, status)
-        missing = [a for a in report["artifacts"] if not a["can_run"]]
+        report["artifacts"] = artifact_runnable(args.bundle, manifest, status)
+        missing = [a for a in report["artifacts"] if not a["can_run"] and a["install"]]
         report["install"] = sorted({a["install"] for a in missing})
         ok = all(a["can_run"] or not a["required"] for a in report["artifacts"])
     else:
