@@ -5,23 +5,25 @@ them together and owns the "write to a temporary directory, then rename" rule.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .convert import Artifact, convert
+from .convert import Artifact, conversion_options, convert
 from .errors import UsageError
 from .parity import ParityResult, compare
 from .progress import Progress
 from .runner.latency import LatencyResult, measure
 from .runner.runners import open_runner
 from .sources import Dataset, Source, load_keras
-from .targets import TargetProfile, load_target
+from .targets import ArtifactSpec, TargetProfile, load_target, load_targets
 
 
 @dataclass
@@ -35,6 +37,7 @@ class BuildResult:
     training: Optional[Dict[str, Any]] = None
     bundle: Optional[Path] = None
     warnings: List[str] = field(default_factory=list)
+    skipped: Dict[str, str] = field(default_factory=dict)  # artifact key -> why this target does not get it
 
     def artifact_passed(self, a: Artifact) -> bool:
         return self.parity[a.key].passed and self.latency_ok(a)
@@ -105,16 +108,25 @@ def host_threads(profile: TargetProfile) -> int:
     return max(1, min(profile.runtime.threads or cores, cores))
 
 
-def runner_options(profile: TargetProfile, fmt: str) -> Dict[str, Any]:
+def runner_options(profile: TargetProfile, fmt: str, accelerated: bool = False) -> Dict[str, Any]:
+    """Runner keyword arguments for ``profile``; the TFLite delegates only when ``accelerated`` (present here)."""
     if fmt == "tflite":
-        return {"use_xnnpack": profile.runtime.xnnpack}
+        opts: Dict[str, Any] = {"use_xnnpack": profile.runtime.xnnpack}
+        if accelerated and profile.runtime.tflite_delegates:
+            opts["delegates"] = list(profile.runtime.tflite_delegates)
+        return opts
     return {"providers": profile.runtime.onnx_providers}
 
 
 def check_parity(
     artifact: Artifact, reference: Dict[str, np.ndarray], dataset: Dataset, profile: TargetProfile
 ) -> tuple[ParityResult, Dict[str, np.ndarray]]:
-    runner = open_runner(str(artifact.path), artifact.format, threads=host_threads(profile), **runner_options(profile, artifact.format))
+    from .accelerators import missing
+
+    accelerated = missing(profile, artifact.format) is None
+    runner = open_runner(
+        str(artifact.path), artifact.format, threads=host_threads(profile), **runner_options(profile, artifact.format, accelerated)
+    )
     outputs = runner.run(dataset.heldout)
     result = compare(
         artifact.filename,
@@ -136,51 +148,131 @@ def run_build(
     runs: int = 0,
     progress: Optional[Progress] = None,
 ) -> BuildResult:
+    """Build one target (a built-in name or a .toml path); ``out`` is the bundle folder."""
+    return run_builds([target], model=model, out=out, sample=sample, retrain=retrain, runs=runs, progress=progress)[0]
+
+
+SourceBundle = Tuple[Source, Dataset, Optional[Dict[str, Any]]]
+
+
+def run_builds(
+    targets: Union[str, Sequence[str]] = "arm64",
+    model: Optional[str] = None,
+    out: Optional[str] = None,
+    sample: str = "digits",
+    retrain: bool = False,
+    runs: int = 0,
+    progress: Optional[Progress] = None,
+    loaded: Optional[SourceBundle] = None,
+) -> List[BuildResult]:
+    """Build one model for several targets: one bundle each, every shared artifact converted once.
+
+    ``targets`` is a ``--target`` string (name, .toml path, comma-separated list, ``all``) or a
+    list of single references. With one target ``out`` is the bundle folder; with several it is
+    the parent folder of ``<model>-<target>`` bundles (default ``dist``). ``loaded`` is an
+    already loaded (source, dataset, training) to build instead of ``model``/``sample``.
+    All bundles are published together at the end: a failure leaves none of them half-written.
+    """
     from . import bundle
 
     progress = progress or Progress(enabled=False)
-    profile = load_target(target)
-    source, dataset, training = load_source(model, sample, retrain, progress)
-    result = BuildResult(profile, source, dataset, [], {}, {}, training=training)
+    profiles = load_targets(targets)  # every profile validated before any work
+    source, dataset, training = loaded or load_source(model, sample, retrain, progress)
     if training:
         how = "cached" if training.get("cached") else f"trained in {training['train_seconds']} s"
         progress.note(f"sample model '{source.name}': held-out accuracy {training['test_accuracy']:.2%} ({how})")
+    warnings = []
     if dataset.generated:
         w = "no data given: parity runs on generated inputs and int8 calibration on generated data is not meaningful; pass --data"
-        result.warnings.append(w)
+        warnings.append(w)
         progress.warn(w)
-    out_dir = Path(out) if out else Path("dist") / f"{source.name}-{profile.name}"
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    if len(profiles) == 1 and out:
+        out_dirs = [Path(out)]
+    else:
+        out_dirs = [Path(out or "dist") / f"{source.name}-{p.name}" for p in profiles]
+    with progress.task("reference outputs"):
+        reference = source.predict(dataset.heldout)
+    shared: Dict[str, Artifact] = {}
+    staged: List[Tuple[BuildResult, Path, Path]] = []
     try:
-        (work / "artifacts").mkdir()
-        with progress.task("reference outputs"):
-            reference = source.predict(dataset.heldout)
-        outputs: Dict[str, Dict[str, np.ndarray]] = {}
-        for spec in profile.artifacts:
-            with progress.task(f"converting {spec.key}" + (" (calibrating)" if "int8" in spec.recipe else "")):
-                art = convert(source, spec, dataset, profile, work / "artifacts")
-            result.artifacts.append(art)
-            with progress.task(f"parity of {art.filename} on {dataset.n_heldout} samples"):
-                result.parity[art.key], outputs[art.key] = check_parity(art, reference, dataset, profile)
-        n_runs = runs or profile.runtime.runs
-        threads = host_threads(profile)
-        for art in result.artifacts:
-            with progress.task(f"timing {art.filename} ({n_runs} runs, {threads} threads)"):
-                result.latency[art.key] = measure(
-                    str(art.path),
-                    dataset.first(1),
-                    fmt=art.format,
-                    threads=threads,
-                    warmup=profile.runtime.warmup,
-                    runs=n_runs,
-                    **runner_options(profile, art.format),
-                )
-        bundle.write(work, result, reference, outputs)
-        result.bundle = bundle.publish(work, out_dir)
-        for art in result.artifacts:  # they moved with the folder
-            art.path = result.bundle / "artifacts" / art.filename
+        for profile, out_dir in zip(profiles, out_dirs):
+            result = BuildResult(profile, source, dataset, [], {}, {}, training=training, warnings=list(warnings))
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+            staged.append((result, work, out_dir))
+            _build_target(result, reference, work, shared, runs, progress)
+        for result, work, out_dir in staged:
+            result.bundle = bundle.publish(work, out_dir)
+            for art in result.artifacts:  # they moved with the folder
+                art.path = result.bundle / "artifacts" / art.filename
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        for _, work, _ in staged:
+            shutil.rmtree(work, ignore_errors=True)
         raise
-    return result
+    return [r for r, _, _ in staged]
+
+
+def _build_target(
+    result: BuildResult, reference: Dict[str, np.ndarray], work: Path, shared: Dict[str, Artifact], runs: int, progress: Progress
+) -> None:
+    """Fill ``work`` with one target's bundle: artifacts (converted or reused), parity, latency, reports."""
+    from . import bundle
+    from .accelerators import missing
+
+    profile, dataset = result.target, result.dataset
+    result.skipped = profile.skipped
+    for why, keys in profile.skipped_by_reason().items():
+        progress.note(f"{profile.name}: {', '.join(keys)} not built: {why}")
+    (work / "artifacts").mkdir()
+    outputs: Dict[str, Dict[str, np.ndarray]] = {}
+    for spec in profile.buildable:
+        art = _convert_or_reuse(result.source, spec, dataset, profile, work / "artifacts", shared, progress)
+        result.artifacts.append(art)
+        with progress.task(f"parity of {art.filename} for {profile.name} on {dataset.n_heldout} samples"):
+            result.parity[art.key], outputs[art.key] = check_parity(art, reference, dataset, profile)
+    n_runs = runs or profile.runtime.runs
+    threads = host_threads(profile)
+    for art in result.artifacts:
+        why = missing(profile, art.format)
+        if why:
+            result.latency[art.key] = not_measured(art.filename, why)
+            progress.note(f"{profile.name}: {art.filename} latency not measured: {why}")
+            continue
+        with progress.task(f"timing {art.filename} ({n_runs} runs, {threads} threads)"):
+            result.latency[art.key] = measure(
+                str(art.path),
+                dataset.first(1),
+                fmt=art.format,
+                threads=threads,
+                warmup=profile.runtime.warmup,
+                runs=n_runs,
+                **runner_options(profile, art.format, accelerated=True),
+            )
+    bundle.write(work, result, reference, outputs)
+
+
+def _convert_or_reuse(
+    source: Source, spec: ArtifactSpec, dataset: Dataset, profile: TargetProfile, dest: Path, shared: Dict[str, Artifact], progress: Progress
+) -> Artifact:
+    """Convert ``spec``, or copy the file an earlier target of this build already converted the same way."""
+    key = json.dumps([spec.format, spec.recipe, conversion_options(spec, profile)], sort_keys=True)
+    prev = shared.get(key)
+    if prev is not None:
+        path = dest / spec.filename
+        shutil.copy2(prev.path, path)
+        progress.note(f"{profile.name}: {spec.key} is the same file as {prev.options['converted_for']}'s, reused")
+        return dataclasses.replace(prev, path=path, required=spec.required, notes=list(prev.notes), options=dict(prev.options))
+    with progress.task(f"converting {spec.key}" + (" (calibrating)" if "int8" in spec.recipe else "")):
+        art = convert(source, spec, dataset, profile, dest)
+    art.options["converted_for"] = profile.name
+    shared[key] = art
+    return art
+
+
+def not_measured(artifact: str, reason: str) -> LatencyResult:
+    """A latency entry that says it was not measured, and why (never an estimate)."""
+    return LatencyResult(
+        artifact=artifact, backend="", threads=None, load_ms=0.0, first_ms=0.0, warmup=0, runs=0,
+        p50_ms=0.0, p90_ms=0.0, p99_ms=0.0, mean_ms=0.0, std_ms=0.0, min_ms=0.0, peak_rss_mb=None,
+        measured=False, reason=reason,
+    )

@@ -37,25 +37,32 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--target", "-t", default="arm64", show_default=True, help="Target profile: a built-in name or a .toml path.")
+@click.option(
+    "--target", "-t", default="arm64", show_default=True,
+    help="Target profile(s): a built-in name, a path to your own .toml, a comma-separated list, or 'all' "
+    "(see `edgeship targets list`). Several targets share conversions and get one bundle each.",
+)
 @click.option("--model", "-m", default=None, help="Model file to build (.keras, .h5). Default: the built-in sample model.")
 @click.option("--sample", default="digits", show_default=True, help="Built-in sample model used when --model is not given.")
-@click.option("--out", "-o", default=None, help="Bundle folder. Default: dist/<model>-<target>.")
+@click.option("--out", "-o", default=None, help="Bundle folder (one target) or parent folder of the bundles (several). Default: dist/<model>-<target>.")
 @click.option("--runs", type=click.IntRange(min=1), default=None, help="Timed latency runs per artifact (default: the profile's).")
 @click.option("--retrain", is_flag=True, help="Train the sample model again even if a cached one matches.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output; only the summary.")
 def build(target: str, model: Optional[str], sample: str, out: Optional[str], runs: Optional[int], retrain: bool, quiet: bool) -> None:
     """Train or load a model, convert and quantize it for TARGET, prove parity, time it, and bundle it."""
-    from .build import run_build
+    from .build import run_builds
     from .progress import Progress
 
-    result = run_build(
-        target=target, model=model, out=out, sample=sample, retrain=retrain, runs=runs or 0, progress=Progress(enabled=not quiet)
+    results = run_builds(
+        target, model=model, out=out, sample=sample, retrain=retrain, runs=runs or 0, progress=Progress(enabled=not quiet)
     )
-    _print_summary(result)
-    if not result.passed:
+    for result in results:
+        _print_summary(result)
+    failed = [r for r in results if not r.passed]
+    if failed:
         raise EdgeshipError(
-            f"{len(result.failures)} budget check(s) failed for required artifacts; see {result.bundle}/report.md",
+            f"{sum(len(r.failures) for r in failed)} budget check(s) failed for required artifacts; see "
+            + ", ".join(f"{r.bundle}/report.md" for r in failed),
             exit_code=1,
         )
 
@@ -84,6 +91,8 @@ def _print_summary(result) -> None:  # type: ignore[no-untyped-def]
         )
     console = Console() if sys.stdout.isatty() else Console(width=130)  # logs: do not squeeze to 80
     console.print(table)
+    for why, keys in result.target.skipped_by_reason().items():
+        console.print(f"[yellow]–[/yellow] {', '.join(keys)} not built for {result.target.name}: {why}")
     for f in result.failures:
         console.print(f"[red]✗[/red] {f}")
 
@@ -122,11 +131,12 @@ def targets_list() -> None:
         table.add_column(col)
     for name in builtin_names():
         p = load_target(name)
+        not_built = sorted({k.split(":")[0] for k in p.skipped} - {a.format for a in p.buildable})
         table.add_row(
             name,
             ", ".join(p.devices),
-            ", ".join(sorted({a.format for a in p.artifacts})),
-            ", ".join(dict.fromkeys(a.recipe for a in p.artifacts)),
+            ", ".join(sorted({a.format for a in p.buildable})) + "".join(f"\n(no {f})" for f in not_built),
+            ", ".join(dict.fromkeys(a.recipe for a in p.buildable)),
         )
     Console().print(table)
 

@@ -57,6 +57,11 @@ def render_md(data: Data) -> str:
     unmeasured = [a for a in data["artifacts"] if a.get("latency") and not a["latency"].get("measured", True)]
     for a in unmeasured:
         lines.append(f"- `{a['path']}` latency not measured: {a['latency'].get('reason', '')}")
+    by_reason: Dict[str, List[str]] = {}
+    for key, why in (data["target"].get("not_built") or {}).items():
+        by_reason.setdefault(why, []).append(f"`{key}`")
+    if by_reason:
+        lines += ["", "### Not built for this target", ""] + [f"- {', '.join(k)}: {why}" for why, k in by_reason.items()]
     if data.get("training"):
         tr = data["training"]
         lines.append(f"Sample model held-out accuracy: {tr['test_accuracy']:.2%} on {tr['test_samples']} images.")

@@ -10,15 +10,34 @@ import difflib
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from .errors import UsageError
 from .parity import BUDGET_METRICS
 from .recipes import FORMATS, RECIPES
 from .resources import targets_dir
 
-RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tf.lite", "onnxruntime")
+# Each device runtime and the artifact format it runs.
+RUNTIME_FORMATS: Dict[str, str] = {
+    "ai-edge-litert": "tflite",
+    "tflite-runtime": "tflite",
+    "tf.lite": "tflite",
+    "onnxruntime": "onnx",
+}
+RUNTIMES = tuple(RUNTIME_FORMATS)
 IO_DTYPES = ("float32", "int8", "uint8")
+ARCHES = ("aarch64", "armv7l", "x86_64", "riscv64", "any")
+# onnxruntime's execution provider names (a typo would otherwise fall back to CPU in silence).
+ONNX_PROVIDERS = (
+    "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider",
+    "MIGraphXExecutionProvider", "OpenVINOExecutionProvider", "DnnlExecutionProvider", "DmlExecutionProvider",
+    "CoreMLExecutionProvider", "NnapiExecutionProvider", "QNNExecutionProvider", "XnnpackExecutionProvider",
+    "ACLExecutionProvider", "ArmNNExecutionProvider", "RknpuExecutionProvider", "VitisAIExecutionProvider",
+    "CANNExecutionProvider", "WebGpuExecutionProvider", "AzureExecutionProvider",
+)
+# TFLite delegates by name (the runner maps them to their shared libraries); a path to a
+# vendor's delegate library (.so) is accepted as well.
+TFLITE_DELEGATES = ("gpu", "edgetpu", "hexagon")
 
 
 @dataclass
@@ -70,13 +89,41 @@ class TargetProfile:
     install: str
     latency_budget_ms: Optional[float] = None
     notes: List[str] = field(default_factory=list)
+    unavailable: Dict[str, str] = field(default_factory=dict)
     source: str = ""
 
     def budget_for(self, recipe: str) -> Dict[str, float]:
         return dict(self.budgets.get(recipe, {}))
 
+    def format_unavailable(self, fmt: str) -> Optional[str]:
+        """Why this device cannot run ``fmt`` artifacts, or None when it can."""
+        if fmt in self.unavailable:
+            return self.unavailable[fmt]
+        if self.runtimes and not any(RUNTIME_FORMATS[r] == fmt for r in self.runtimes):
+            return f"none of this target's runtimes ({', '.join(self.runtimes)}) runs {fmt} models"
+        return None
+
+    @property
+    def buildable(self) -> List[ArtifactSpec]:
+        """The artifacts the build produces: those whose format the device can run."""
+        return [a for a in self.artifacts if self.format_unavailable(a.format) is None]
+
+    @property
+    def skipped(self) -> Dict[str, str]:
+        """{artifact key: why it is not built for this target}."""
+        return {a.key: str(self.format_unavailable(a.format)) for a in self.artifacts if a not in self.buildable}
+
+    def skipped_by_reason(self) -> Dict[str, List[str]]:
+        """{why: [artifact keys]}: one line per reason in summaries and reports."""
+        out: Dict[str, List[str]] = {}
+        for key, why in self.skipped.items():
+            out.setdefault(why, []).append(key)
+        return out
+
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["not_built"] = self.skipped
+        return d
 
 
 # key -> (type description, check) for the top level; nested tables are checked below.
@@ -95,7 +142,10 @@ _TOP_KEYS = {
     "install": str,
     "latency_budget_ms": (int, float),
     "notes": list,
+    "unavailable": dict,
 }
+# Lists whose items must be strings.
+_STRING_LISTS = ("devices", "runtimes", "notes", "tflite_delegates", "onnx_providers")
 _ARTIFACT_KEYS = {"format": str, "recipe": str, "required": bool}
 _RUNTIME_KEYS = {
     "threads": int,
@@ -114,8 +164,10 @@ def builtin_names() -> List[str]:
 
 
 def _suggest(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
+    """' (did you mean X?)' for the closest choice, ignoring case (CudaExecutionProvider -> CUDA...)."""
+    by_lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(str(word).lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[close[0]]}?)" if close else ""
 
 
 def _type_name(t: Any) -> str:
@@ -138,6 +190,10 @@ def _check_table(where: str, table: Dict[str, Any], schema: Dict[str, Any], orig
             raise UsageError(
                 f"{origin}: '{key}' in {where} must be {_type_name(want)}, got {type(value).__name__} {value!r}"
             )
+        if key in _STRING_LISTS:
+            bad = [v for v in value if not isinstance(v, str)]
+            if bad:
+                raise UsageError(f"{origin}: '{key}' in {where} must be a list of strings, got {bad[0]!r}")
 
 
 def _resolve_path(ref: str, relative_to: Optional[Path]) -> Path:
@@ -205,6 +261,35 @@ def load_target(ref: str) -> TargetProfile:
     return _validate(raw, origin)
 
 
+def target_refs(spec: str) -> List[str]:
+    """``--target`` as a list: a name, a .toml path, a comma-separated list of either, or ``all``."""
+    refs = [r.strip() for r in spec.split(",") if r.strip()]
+    if not refs:
+        raise UsageError("--target is empty: give a built-in name, a .toml path, a comma-separated list, or 'all'")
+    out: List[str] = []
+    for r in refs:
+        for name in builtin_names() if r == "all" else [r]:
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def load_targets(spec: Union[str, Sequence[str]]) -> List[TargetProfile]:
+    """Every profile ``spec`` names (a ``--target`` string, or a list of single references), all
+    validated before any build work starts."""
+    refs = target_refs(spec) if isinstance(spec, str) else list(spec)
+    profiles = [load_target(r) for r in refs]
+    seen: Dict[str, str] = {}
+    for p in profiles:
+        if p.name in seen:
+            raise UsageError(
+                f"two target profiles are both named '{p.name}' ({seen[p.name]} and {p.source}): "
+                "their bundles would overwrite each other; give one a different 'name'"
+            )
+        seen[p.name] = p.source
+    return profiles
+
+
 def _validate(raw: Dict[str, Any], origin: str) -> TargetProfile:
     for k in ("arch", "artifacts"):
         if k not in raw:
@@ -252,6 +337,20 @@ def _validate(raw: Dict[str, Any], origin: str) -> TargetProfile:
     _check_table("[runtime]", rt, _RUNTIME_KEYS, origin)
     if rt.get("threads") is not None and rt["threads"] < 1:
         raise UsageError(f"{origin}: runtime.threads must be at least 1, got {rt['threads']}")
+    for k in ("warmup", "runs"):
+        if k in rt and rt[k] < (0 if k == "warmup" else 1):
+            raise UsageError(f"{origin}: runtime.{k} must be at least {0 if k == 'warmup' else 1}, got {rt[k]}")
+    for p in rt.get("onnx_providers", []):
+        if p not in ONNX_PROVIDERS:
+            raise UsageError(
+                f"{origin}: unknown execution provider '{p}' in runtime.onnx_providers{_suggest(p, ONNX_PROVIDERS)}"
+            )
+    for d in rt.get("tflite_delegates", []):
+        if d not in TFLITE_DELEGATES and not d.endswith((".so", ".dylib", ".dll")) and ".so." not in d:
+            raise UsageError(
+                f"{origin}: unknown TFLite delegate '{d}' in runtime.tflite_delegates{_suggest(d, TFLITE_DELEGATES)}; "
+                f"known: {', '.join(TFLITE_DELEGATES)}, or a path to a delegate library (.so)"
+            )
     io = raw.get("io", {})
     _check_table("[io]", io, _IO_KEYS, origin)
     for k, v in io.items():
@@ -261,7 +360,15 @@ def _validate(raw: Dict[str, Any], origin: str) -> TargetProfile:
     for r in runtimes:
         if r not in RUNTIMES:
             raise UsageError(f"{origin}: unknown runtime '{r}'{_suggest(str(r), RUNTIMES)}; known: {', '.join(RUNTIMES)}")
-    return TargetProfile(
+    if raw["arch"] not in ARCHES:
+        raise UsageError(f"{origin}: unknown arch '{raw['arch']}'{_suggest(raw['arch'], ARCHES)}; known: {', '.join(ARCHES)}")
+    unavailable = raw.get("unavailable", {})
+    for fmt, why in unavailable.items():
+        if fmt not in FORMATS:
+            raise UsageError(f"{origin}: unknown format '{fmt}' in [unavailable]{_suggest(fmt, FORMATS)}; known: {', '.join(FORMATS)}")
+        if not isinstance(why, str) or not why.strip():
+            raise UsageError(f"{origin}: unavailable.{fmt} must be a string saying why the device cannot run {fmt}")
+    return _check_consistent(TargetProfile(
         name=raw["name"],
         description=raw.get("description", ""),
         arch=raw["arch"],
@@ -275,5 +382,35 @@ def _validate(raw: Dict[str, Any], origin: str) -> TargetProfile:
         install=raw.get("install", ""),
         latency_budget_ms=raw.get("latency_budget_ms"),
         notes=list(raw.get("notes", [])),
+        unavailable=dict(unavailable),
         source=origin,
-    )
+    ))
+
+
+def _check_consistent(p: TargetProfile) -> TargetProfile:
+    """Rules across fields: every built artifact has a budget, integer-only means integer I/O."""
+    origin = p.source
+    built = p.buildable
+    if not built:
+        raise UsageError(
+            f"{origin}: no artifact can be built: every format listed is unavailable on this target "
+            f"({'; '.join(f'{k}: {v}' for k, v in p.skipped.items())})"
+        )
+    for a in built:
+        if RECIPES[a.recipe].integer_only:
+            if a.format != "tflite":
+                raise UsageError(
+                    f"{origin}: recipe {a.recipe} (integer-only) is built as TFLite only: a quantized ONNX model keeps "
+                    "float input/output around QuantizeLinear/DequantizeLinear; use recipe int8 for onnx"
+                )
+            if "float32" in (p.io.input_dtype, p.io.output_dtype):
+                raise UsageError(
+                    f"{origin}: recipe {a.recipe} is integer-only, so [io] input_dtype and output_dtype must be "
+                    f"int8 or uint8, not {p.io.input_dtype}/{p.io.output_dtype}"
+                )
+        if a.recipe not in p.budgets:
+            raise UsageError(
+                f"{origin}: artifact {a.key} has no parity budget: add a [budgets.{a.recipe}] table "
+                "(e.g. top1_agreement = 0.99), or parity could never fail"
+            )
+    return p

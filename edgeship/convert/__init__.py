@@ -40,6 +40,22 @@ class Artifact:
         return d
 
 
+def conversion_options(spec: ArtifactSpec, profile: TargetProfile) -> Dict[str, Any]:
+    """The profile settings that change the file ``spec`` produces.
+
+    Two targets with the same format, recipe and these options get the same file, so a
+    multi-target build converts it once.
+    """
+    from ..recipes import RECIPES
+
+    opts: Dict[str, Any] = {}
+    if spec.format == "tflite" and RECIPES[spec.recipe].needs_calibration:
+        opts["io"] = [profile.io.input_dtype, profile.io.output_dtype]
+    if spec.format == "onnx" and spec.recipe in ("int8", "int8_strict", "dynamic"):
+        opts["reduce_range"] = profile.runtime.reduce_range
+    return opts
+
+
 Converter = Callable[[Source, str, Path, Optional[Dataset], TargetProfile], List[str]]
 
 
@@ -76,4 +92,5 @@ def convert(
         inputs=desc["inputs"],
         outputs=desc["outputs"],
         notes=list(notes),
+        options=conversion_options(spec, profile),
     )

@@ -7,6 +7,7 @@ from typing import Any, Iterator, List, Optional
 import numpy as np
 
 from ..errors import ConversionError, UsageError
+from ..recipes import RECIPES
 from ..sources import Dataset, Source
 from ..targets import TargetProfile
 from .tf_graph import keras_function
@@ -44,6 +45,7 @@ def convert(source: Source, recipe: str, path: Path, dataset: Optional[Dataset],
     if recipe == "fp16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]
+        notes.append("float16 weights, float32 I/O: GPU delegates compute in float16; CPU kernels dequantize the weights to float32")
     elif recipe == "dynamic":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     elif recipe in ("int8", "int8_strict"):
@@ -67,22 +69,41 @@ def convert(source: Source, recipe: str, path: Path, dataset: Optional[Dataset],
     try:
         flat = conv.convert()
     except Exception as e:
-        msg = str(e)
-        if recipe == "int8_strict":
-            raise ConversionError(
-                f"the model cannot be made integer-only: {_ops_in(msg) or msg.splitlines()[-1][:300]}"
-            ) from e
+        named = _ops_in(str(e))
+        if named:
+            raise ConversionError(f"{source.name} cannot be converted to TFLite {recipe}: {named}") from e
         raise
     path.write_bytes(flat)
+    if RECIPES[recipe].integer_only:
+        _require_integer_only(source.name, recipe, path)
+        notes.append("integer-only: every op and tensor in the file checked (int8/uint8/int32, no float fallback)")
     return notes
 
 
+def _require_integer_only(model: str, recipe: str, path: Path) -> None:
+    """Fail, naming the ops, when the converter kept float ops in a model that must be integer-only."""
+    from ..integer_only import describe, float_ops
+
+    ops = float_ops(path)
+    if ops:
+        path.unlink()
+        raise ConversionError(
+            f"{model} cannot be made integer-only ({recipe}): {describe(ops)}; these ops have no integer kernel "
+            "in TFLite: replace them in the model, or build for a CPU target whose int8 recipe allows float fallback"
+        )
+
+
 def _ops_in(message: str) -> str:
-    """The op names from a converter error, e.g. 'ops without int8 kernels: tfl.exp at dense/...'."""
+    """The ops a converter error names, e.g. "ops TFLite has no builtin kernel for: Erf (needs TF Select)"."""
     import re
 
-    lines = [l.strip() for l in message.splitlines() if "op" in l.lower() and ("int8" in l.lower() or "quantiz" in l.lower())]
-    found = sorted(set(re.findall(r"'(tfl\.[a-z_0-9]+)'", message)))
+    select = re.search(r"TF Select ops: ([^\n]+)", message)
+    if select:
+        return (
+            f"ops TFLite has no builtin kernel for: {select.group(1).strip()} (they would need TF Select/Flex, "
+            "which edge runtimes do not carry)"
+        )
+    found = sorted(set(re.findall(r"'(tfl?\.[A-Za-z_0-9]+)' op", message)))
     if found:
-        return "ops that have no integer kernel: " + ", ".join(found)
-    return lines[0][:300] if lines else ""
+        return "unsupported ops: " + ", ".join(found)
+    return ""

@@ -102,6 +102,26 @@ def _dist_version(dist: str) -> str:
         return "unknown"
 
 
+# Delegate names a target profile may use -> the shared library the interpreter loads.
+TFLITE_DELEGATE_LIBRARIES: Dict[str, str] = {
+    "gpu": "libtensorflowlite_gpu_delegate.so",
+    "edgetpu": "libedgetpu.so.1",
+    "hexagon": "libhexagon_interface.so",
+}
+
+
+def load_delegates(interp_cls: Any, names: Sequence[str]) -> List[Any]:
+    """Load each named delegate (or delegate library path) with the backend's own load_delegate.
+
+    Raises the backend's error (ValueError/OSError) when a library is missing: callers decide
+    whether that means "not measured here" (the build host) or a failure (the device).
+    """
+    if not names:
+        return []
+    mod = importlib.import_module(interp_cls.__module__)
+    return [mod.load_delegate(TFLITE_DELEGATE_LIBRARIES.get(n, n)) for n in names]
+
+
 def _info_from_tflite(d: Dict[str, Any]) -> TensorInfo:
     scale, zp = d.get("quantization", (0.0, 0))
     return TensorInfo(
@@ -168,11 +188,14 @@ class TFLiteRunner(Runner):
         threads: Optional[int] = None,
         backend: Optional[str] = None,
         use_xnnpack: bool = True,
+        delegates: Sequence[str] = (),
     ) -> None:
         interp_cls, self.backend, self.backend_version = tflite_backend(backend)
         kwargs: Dict[str, Any] = {"model_path": str(path)}
         if threads:
             kwargs["num_threads"] = int(threads)
+        if delegates:
+            kwargs["experimental_delegates"] = load_delegates(interp_cls, delegates)
         if not use_xnnpack:
             kwargs["experimental_op_resolver_type"] = _no_delegate_resolver(interp_cls)
         try:
