@@ -273,3 +273,17 @@ def test_user_profile_extending_arm64_changes_threads_and_budget(sample, tmp_pat
     assert proc.returncode == 1, proc.stderr
     md = (tmp_path / "s" / "report.md").read_text()
     assert "model_int8.tflite: probs: snr_db" in md and "budget at least 90" in md
+
+
+def test_readme_profile_examples_load(tmp_path):
+    """The README's complete example and its short user profile are valid profiles."""
+    from .conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Target profiles", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```toml\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    full = load_target(str(_profile(tmp_path, blocks[0], "full.toml")))
+    assert full.name == "my-pi" and full.latency_budget_ms == 5.0 and [a.required for a in full.artifacts] == [True, False]
+    mine = load_target(str(_profile(tmp_path, blocks[1], "mine.toml")))
+    assert mine.runtime.threads == 2 and mine.budgets["int8"]["snr_db"] == 30.0
