@@ -8,6 +8,7 @@ The sshd is the system's real OpenSSH server on 127.0.0.1 with generated host an
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -117,8 +118,17 @@ class SSHServer:
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
     """A real OpenSSH server on 127.0.0.1:<free port>, public-key only, with its own generated keys."""
+    with start_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def start_sshd(d: Path) -> Iterator[SSHServer]:
+    """Run sshd with everything (keys, config, known_hosts, a client ssh_config) in folder ``d``.
+
+    Also usable by hand: python -c "from tests.device_fixtures import *; ..." to try deploy on it.
+    """
     sshd_bin = ensure_openssh()
-    d = tmp_path_factory.mktemp("sshd")
     os.chmod(d, 0o700)
     host_key = keygen(d / "host_ed25519")
     user_key = keygen(d / "user_ed25519")
@@ -127,7 +137,6 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
     os.chmod(d / "authorized_keys", 0o600)
     Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory sshd insists on
     port = free_port()
-    user = os.environ.get("USER") or "root"
     import pwd
 
     user = pwd.getpwuid(os.getuid()).pw_name

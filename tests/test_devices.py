@@ -46,7 +46,8 @@ def test_deploy_over_ssh_and_local_in_parallel(sshd: SSHServer, device_venvs: Di
     no_traceback(r)
     data = json.loads((bundle / "report.json").read_text())
     labels = [d["device"] for d in data["devices"]]
-    assert labels == [f"ssh://{sshd.alias}", f"local:{np1}"]
+    ssh_label = f"ssh://{sshd.alias}?python={np2}"  # the device's name includes a non-default Python
+    assert labels == [ssh_label, f"local:{np1}"]
     for d, backend in zip(data["devices"], ("ai-edge-litert 2.3.0", "tflite-runtime 2.14.0")):
         assert d["passed"] and d["error"] is None
         assert d["facts"]["machine"] and d["facts"]["cores"] and d["facts"]["python"] and d["facts"]["memory_mb"]
@@ -61,10 +62,10 @@ def test_deploy_over_ssh_and_local_in_parallel(sshd: SSHServer, device_venvs: Di
             if backend.startswith("ai-edge-litert"):  # same runtime as the host: bit-identical
                 assert a["max_abs_vs_host"] == 0.0
     md = (bundle / "report.md").read_text()
-    assert f"### On device `ssh://{sshd.alias}` — ✅ pass" in md and f"### On device `local:{np1}`" in md
+    assert f"### On device `{ssh_label}` — ✅ pass" in md and f"### On device `local:{np1}`" in md
     assert "| `model_int8.tflite` | ai-edge-litert 2.3.0 |" in md
     junit = (bundle / "junit.xml").read_text()
-    assert f"edgeship.arm64.device.ssh://{sshd.alias}.model_int8.tflite" in junit
+    assert f"edgeship.arm64.device.{ssh_label}.model_int8.tflite" in junit
     # the bundle stays self-consistent: every file (new reports, device outputs) matches the manifest
     from edgeship.bundle import verify
 
@@ -82,7 +83,7 @@ def test_deploy_over_ssh_and_local_in_parallel(sshd: SSHServer, device_venvs: Di
     r = run_cli("deploy", str(bundle), "--device", sshd.url, "--remote-python", str(np2), "--ssh-config", str(sshd.config), "--runs", "10", "-q")
     assert r.returncode == 0, r.stderr
     data = json.loads((bundle / "report.json").read_text())
-    assert [d["device"] for d in data["devices"]] == [f"ssh://{sshd.alias}", f"local:{np1}", sshd.url]
+    assert [d["device"] for d in data["devices"]] == [ssh_label, f"local:{np1}", f"{sshd.url}?python={np2}"]
     last = data["devices"][-1]
     assert len(last["artifacts"]) == 4 and all(a["passed"] and a["max_abs_vs_host"] == 0.0 for a in last["artifacts"])
 
@@ -92,7 +93,7 @@ def test_missing_runtime_on_the_device_names_the_pip_line(sshd: SSHServer, devic
     r = run_cli("deploy", str(bundle), "--device", f"ssh://{sshd.alias}?python={np1}", "--ssh-config", str(sshd.config), "--runs", "5", "-q")
     assert r.returncode == 4
     no_traceback(r)
-    assert "cannot run model_int8.onnx on ssh://edgeship-test (no onnx runtime installed)" in r.stderr
+    assert f"cannot run model_int8.onnx on ssh://{sshd.alias}?python={np1} (no onnx runtime installed)" in r.stderr
     assert "install there: python3 -m pip install onnxruntime" in r.stderr
     # what could run there did, and the report says which did not and why
     d = json.loads((bundle / "report.json").read_text())["devices"][0]

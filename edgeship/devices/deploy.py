@@ -306,6 +306,7 @@ def deploy(
             section["_outputs"] = str(outputs)  # moved into the bundle by record.record_devices
             return section
         except (DeviceError, CheckFailed) as e:
+            shutil.rmtree(outputs.parent, ignore_errors=True)
             return {"device": dev.label, "error": str(e), "exit_code": e.exit_code, "artifacts": [], "passed": False, "failures": [str(e)]}
 
     with ThreadPoolExecutor(max_workers=max(1, len(devices))) as pool:

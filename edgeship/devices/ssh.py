@@ -63,7 +63,9 @@ class SSHDevice(Device):
         if unknown:
             raise UsageError(f"{url}: unknown option {', '.join(unknown)} (known: python)")
         py = (query.get("python") or [None])[0] or python
-        return cls(parts.hostname, parts.username, port, py, ssh_config, label=url.split("?")[0])
+        # the Python is part of the name: two environments on one board are two report sections
+        label = url.split("?")[0] + (f"?python={py}" if py and py != DEFAULT_PYTHON else "")
+        return cls(parts.hostname, parts.username, port, py, ssh_config, label=label)
 
     @property
     def dest(self) -> str:
