@@ -93,6 +93,10 @@ def _print_summary(result) -> None:  # type: ignore[no-untyped-def]
     console.print(table)
     for why, keys in result.target.skipped_by_reason().items():
         console.print(f"[yellow]–[/yellow] {', '.join(keys)} not built for {result.target.name}: {why}")
+    for a in result.artifacts:
+        lat = result.latency.get(a.key)
+        if lat is not None and not lat.measured:
+            console.print(f"[yellow]–[/yellow] {a.filename} latency not measured: {lat.reason}")
     for f in result.failures:
         console.print(f"[red]✗[/red] {f}")
 

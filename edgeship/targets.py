@@ -7,6 +7,7 @@ match, because a silently ignored typo in a budget is a parity gate that never f
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -294,6 +295,10 @@ def _validate(raw: Dict[str, Any], origin: str) -> TargetProfile:
     for k in ("arch", "artifacts"):
         if k not in raw:
             raise UsageError(f"{origin}: missing required key '{k}'")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", raw["name"]):
+        raise UsageError(
+            f"{origin}: name '{raw['name']}' must be letters, digits, '.', '_' or '-' (it names the bundle folder)"
+        )
     specs = []
     for i, a in enumerate(raw["artifacts"]):
         where = f"artifacts[{i}]"

@@ -66,6 +66,7 @@ def _profile(tmp_path: Path, text: str, name: str = "my.toml") -> Path:
         ('extends = "arm64"\n[unavailable]\ntflite = "no"\nonnx = "no"\n', "no artifact can be built"),
         ('extends = "arm64"\narch = "arm64"\n', "unknown arch 'arm64'"),
         ('extends = "arm64"\ndevices = ["pi", 4]\n', "must be a list of strings"),
+        ('extends = "arm64"\nname = "../pi"\n', "name '../pi' must be letters"),
     ],
 )
 def test_cross_field_rules(tmp_path, text, message):
