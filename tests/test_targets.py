@@ -288,3 +288,36 @@ def test_readme_profile_examples_load(tmp_path):
     assert full.name == "my-pi" and full.latency_budget_ms == 5.0 and [a.required for a in full.artifacts] == [True, False]
     mine = load_target(str(_profile(tmp_path, blocks[1], "mine.toml")))
     assert mine.runtime.threads == 2 and mine.budgets["int8"]["snr_db"] == 30.0
+
+
+def test_targets_list_and_show_through_the_cli(tmp_path):
+    proc = run_cli("targets", "list", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for name in SHIPPED:
+        assert name in proc.stdout
+    assert "(no onnx)" in proc.stdout and "int8_strict" in proc.stdout
+    mine = _profile(tmp_path, 'extends = "armv7"\nname = "pi3"\n[runtime]\nthreads = 2\n')
+    proc = run_cli("targets", "show", str(mine), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)
+    assert shown["name"] == "pi3" and shown["arch"] == "armv7l" and shown["runtime"]["threads"] == 2
+    assert set(shown["not_built"]) == {"onnx:int8", "onnx:fp32"}
+
+
+def test_an_op_without_a_tflite_kernel_is_named(tmp_path):
+    """tf.math.erf has no TFLite builtin: the conversion error names it instead of dumping MLIR."""
+    import keras
+
+    from edgeship.build import generated_dataset
+    from edgeship.convert import convert
+    from edgeship.errors import ConversionError
+    from edgeship.sources import keras_source
+    from edgeship.targets import ArtifactSpec
+
+    inp = keras.Input((8,), name="x")
+    h = keras.layers.Lambda(lambda t: keras.ops.erf(t))(keras.layers.Dense(8)(inp))
+    src = keras_source(keras.Model(inp, keras.layers.Dense(4)(h)), "erfy", None, "0" * 64)
+    with pytest.raises(ConversionError) as e:
+        convert(src, ArtifactSpec("tflite", "fp32"), generated_dataset(src), load_target("arm64"), tmp_path)
+    assert str(e.value).startswith("erfy cannot be converted to TFLite fp32: ops TFLite has no builtin kernel for: Erf")
+    assert "\n" not in str(e.value)
