@@ -38,6 +38,7 @@ class BuildResult:
     bundle: Optional[Path] = None
     warnings: List[str] = field(default_factory=list)
     skipped: Dict[str, str] = field(default_factory=dict)  # artifact key -> why this target does not get it
+    diagnosis: Dict[str, Any] = field(default_factory=dict)  # artifact key -> diagnose.LayerReport
 
     def artifact_passed(self, a: Artifact) -> bool:
         return self.parity[a.key].passed and self.latency_ok(a)
@@ -139,6 +140,25 @@ def check_parity(
     return result, outputs
 
 
+def explain_failures(result: BuildResult, artifacts_dir: Path, progress: Progress) -> None:
+    """Per-layer diagnosis of every calibrated (int8) artifact that missed its budget."""
+    from .diagnose import diagnose
+    from .recipes import RECIPES
+
+    fp32 = next((a.path for a in result.artifacts if a.format == "onnx" and a.recipe == "fp32"), None)
+    for art in result.artifacts:
+        if result.parity[art.key].passed or not RECIPES[art.recipe].needs_calibration:
+            continue
+        with progress.task(f"per-layer diagnosis of {art.filename}"):
+            try:
+                result.diagnosis[art.key] = diagnose(
+                    art.format, art.path, result.dataset.heldout, result.source, result.dataset, float_onnx=fp32
+                )
+            except Exception as e:  # the diagnosis explains a failure; it must not hide it
+                msg = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+                result.warnings.append(f"per-layer diagnosis of {art.filename} failed: {msg}")
+
+
 def run_build(
     target: str = "arm64",
     model: Optional[str] = None,
@@ -230,6 +250,7 @@ def _build_target(
         result.artifacts.append(art)
         with progress.task(f"parity of {art.filename} for {profile.name} on {dataset.n_heldout} samples"):
             result.parity[art.key], outputs[art.key] = check_parity(art, reference, dataset, profile)
+    explain_failures(result, work / "artifacts", progress)
     n_runs = runs or profile.runtime.runs
     threads = host_threads(profile)
     for art in result.artifacts:

@@ -70,6 +70,7 @@ def report_data(result: "BuildResult") -> Dict[str, Any]:
                 "parity": p.to_dict(),
                 "latency": lat.to_dict() if lat else None,
                 "passed": result.artifact_passed(a),
+                "diagnosis": result.diagnosis[a.key].to_dict() if a.key in result.diagnosis else None,
             }
         )
     return {
@@ -118,6 +119,7 @@ def write(work: Path, result: "BuildResult", reference: Dict[str, np.ndarray], o
         inputs["__labels__"] = ds.labels
     np.savez_compressed(parity_dir / "inputs.npz", **inputs)
     np.savez_compressed(parity_dir / "reference.npz", **reference)
+    np.savez_compressed(parity_dir / "calibration.npz", **ds.calibration)  # lets `validate --explain` re-calibrate
     for a in result.artifacts:
         np.savez_compressed(parity_dir / f"host_{a.filename}.npz", **outputs[a.key])
     write_runner(work / RUNNER_FILE)

@@ -162,6 +162,13 @@ from .cli_devices import deploy as _deploy, device as _device  # noqa: E402
 cli.add_command(_deploy)
 cli.add_command(_device)
 
+# Parity (issue 4): validate, report, compare.
+from .cli_parity import compare_cmd as _compare, report as _report, validate as _validate  # noqa: E402
+
+cli.add_command(_validate)
+cli.add_command(_report)
+cli.add_command(_compare)
+
 
 def main(argv: Optional[list] = None) -> None:
     """Entry point: EdgeshipErrors become one line on stderr and their exit code, never a traceback."""

@@ -30,7 +30,7 @@ def latency_cell(a: Data, field: str) -> str:
     return f"{lat[field]:.3f}"
 
 
-def render_md(data: Data) -> str:
+def _md_summary(data: Data) -> List[str]:
     t = data["target"]
     m = data["model"]
     status = "✅ all required artifacts pass" if data["passed"] else "❌ parity budget missed"
@@ -52,8 +52,12 @@ def render_md(data: Data) -> str:
             f"{_fmt(o['top1_agreement'], '.2%') if o['top1_agreement'] is not None else '–'} | "
             f"{_fmt(o['accuracy'], '.2%') if o['accuracy'] is not None else '–'} | {res} |"
         )
-    h = data["host"]
-    lines += ["", f"Latency measured on the build host: {h['cpu']} ({h['cores']} cores, {h['machine']}), batch 1."]
+    return lines
+
+
+def _md_host(data: Data) -> List[str]:
+    h = data.get("host")
+    lines = [f"Latency measured on the build host: {h['cpu']} ({h['cores']} cores, {h['machine']}), batch 1."] if h else []
     unmeasured = [a for a in data["artifacts"] if a.get("latency") and not a["latency"].get("measured", True)]
     for a in unmeasured:
         lines.append(f"- `{a['path']}` latency not measured: {a['latency'].get('reason', '')}")
@@ -65,37 +69,77 @@ def render_md(data: Data) -> str:
     if data.get("training"):
         tr = data["training"]
         lines.append(f"Sample model held-out accuracy: {tr['test_accuracy']:.2%} on {tr['test_samples']} images.")
-    if data["failures"]:
-        lines += ["", "### What failed", ""] + [f"- {f}" for f in data["failures"]]
-    if data.get("warnings"):
-        lines += ["", "### Warnings", ""] + [f"- {w}" for w in data["warnings"]]
-    lines += devices_md(data)
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def layer_score(v: Optional[float]) -> str:
+    """A per-layer score for a table: the floor value (no growth at all) reads as 'none'."""
+    if v is None:
+        return "–"
+    return "none" if v <= -199.0 else f"{v:.3g}"
+
+
+def _md_layers(data: Data) -> List[str]:
+    lines: List[str] = []
+    for a in data["artifacts"]:
+        d = a.get("diagnosis")
+        if not d:
+            continue
+        cols = d.get("columns", [])
+        lines += [
+            f"### Where `{a['path']}` loses accuracy, layer by layer",
+            "",
+            f"{d['method']} on {d['samples']} samples; {d['score_name']}: {d['score_help']}.",
+            "",
+            "| # | layer | op | " + " | ".join([d["score_name"]] + cols) + " |",
+            "|---:|---|---|" + "---:|" * (1 + len(cols)),
+        ]
+        worst = sorted(d["rows"], key=lambda r: -r["score"])[:5]
+        for i, r in enumerate(worst, 1):
+            extra = " | ".join(layer_score(r["metrics"].get(c)) for c in cols)
+            lines.append(f"| {i} | `{r['layer']}` | {r['op']} | {layer_score(r['score'])} | {extra} |")
+        lines.append("")
+    return lines
+
+
+def _md_failures(data: Data) -> List[str]:
+    return ["### What failed", ""] + [f"- {f}" for f in data["failures"]] if data["failures"] else []
+
+
+def _md_warnings(data: Data) -> List[str]:
+    return ["### Warnings", ""] + [f"- {w}" for w in data["warnings"]] if data.get("warnings") else []
+
+
+# report.md is these sections in order, blank line between; add a section by appending a
+# function of the report data that returns its lines ([] when it has nothing to say).
+MD_SECTIONS: List[Callable[[Data], List[str]]] = [
+    _md_summary, _md_host, _md_layers, _md_failures, _md_warnings, lambda data: devices_md(data)
+]
+
+
+def render_md(data: Data) -> str:
+    parts = [section(data) for section in MD_SECTIONS]
+    return "\n\n".join("\n".join(p).strip("\n") for p in parts if p) + "\n"
 
 
 def render_json(data: Data) -> str:
     return json.dumps(data, indent=2, default=str) + "\n"
 
 
+def _check_message(c: Data) -> str:
+    if c.get("message"):
+        return c["message"]
+    want = "at least" if c["op"] == ">=" else "at most"
+    return f"{c['output']}: {c['metric']} = {c['value']:.6g}, budget {want} {c['threshold']:.6g}"
+
+
 def junit_cases(data: Data) -> List[Dict[str, Any]]:
-    """One case per artifact x check (and a NaN/Inf check per output), so CI shows parity as tests."""
+    """One case per artifact x check (every output has a NaN/Inf check), so CI shows parity as tests."""
     cases = []
     for a in data["artifacts"]:
         cls = f"edgeship.{data['target']['name']}.{a['path']}"
-        for o in a["parity"]["outputs"]:
-            cases.append(
-                {
-                    "classname": cls,
-                    "name": f"{o['name']}.finite",
-                    "failure": f"{o['nonfinite']} NaN/Inf values" if o["nonfinite"] else None,
-                    "required": a["required"],
-                }
-            )
         for c in a["parity"]["checks"]:
-            msg = None
-            if not c["passed"]:
-                want = "at least" if c["op"] == ">=" else "at most"
-                msg = f"{c['metric']} = {c['value']:.6g}, budget {want} {c['threshold']:.6g}"
+            msg = None if c["passed"] else _check_message(c)
             cases.append({"classname": cls, "name": f"{c['output']}.{c['metric']}", "failure": msg, "required": a["required"]})
         budget = data["target"].get("latency_budget_ms")
         lat = a.get("latency")
@@ -191,7 +235,7 @@ def device_junit_cases(data: Data) -> List[Dict[str, Any]]:
                 cases.append({"classname": cls, "name": "run", "failure": f"{a.get('reason')}: {a.get('install')}", "required": a["required"]})
                 continue
             for c in a["parity"]["checks"]:
-                msg = None if c["passed"] else f"{c['metric']} = {c['value']:.6g}, budget {'at least' if c['op'] == '>=' else 'at most'} {c['threshold']:.6g}"
+                msg = None if c["passed"] else _check_message(c)
                 cases.append({"classname": cls, "name": f"{c['output']}.{c['metric']}", "failure": msg, "required": a["required"]})
             budget, lat = data["target"].get("latency_budget_ms"), a.get("latency")
             if budget is not None and lat:
@@ -204,7 +248,14 @@ RENDERERS: Dict[str, tuple[str, Callable[[Data], str]]] = {
     "md": ("report.md", render_md),
     "json": ("report.json", render_json),
     "junit": ("junit.xml", render_junit),
+    "html": ("report.html", lambda data: _html().render_html(data)),
 }
+
+
+def _html():  # report_html is larger; imported when used
+    from . import report_html
+
+    return report_html
 
 
 def write_all(data: Data, folder: Path) -> List[Path]:

@@ -160,6 +160,24 @@ _RUNTIME_KEYS = {
 _IO_KEYS = {"input_dtype": str, "output_dtype": str}
 
 
+_BUDGET_KEYS = {**{m: (int, float) for m in BUDGET_METRICS}, "quantile": float, "top_k": int}
+
+
+def _budget_table(where: str, table: Dict[str, Any], origin: str) -> Dict[str, Any]:
+    """metric = threshold, the metric parameters (quantile, top_k), and [outputs.NAME] overrides."""
+    table = dict(table)
+    per_output = table.pop("outputs", {})
+    _check_table(where, table, _BUDGET_KEYS, origin)
+    if "quantile" in table and not 0.0 < table["quantile"] <= 1.0:
+        raise UsageError(f"{origin}: {where}.quantile must be in (0, 1], got {table['quantile']}")
+    out: Dict[str, Any] = {k: (int(v) if k == "top_k" else float(v)) for k, v in table.items()}
+    if per_output:
+        if not isinstance(per_output, dict) or not all(isinstance(t, dict) for t in per_output.values()):
+            raise UsageError(f"{origin}: {where}.outputs must hold one table per output name, e.g. [{where}.outputs.probs]")
+        out["outputs"] = {name: _budget_table(f"{where}.outputs.{name}", t, origin) for name, t in per_output.items()}
+    return out
+
+
 def builtin_names() -> List[str]:
     return sorted(p.stem for p in targets_dir().glob("*.toml"))
 
@@ -335,8 +353,7 @@ def _validate(raw: Dict[str, Any], origin: str) -> TargetProfile:
             )
         if not isinstance(table, dict):
             raise UsageError(f"{origin}: budgets.{recipe} must be a table of metric = threshold")
-        _check_table(f"budgets.{recipe}", table, {m: (int, float) for m in BUDGET_METRICS}, origin)
-        budgets[recipe] = {k: float(v) for k, v in table.items()}
+        budgets[recipe] = _budget_table(f"budgets.{recipe}", table, origin)
 
     rt = raw.get("runtime", {})
     _check_table("[runtime]", rt, _RUNTIME_KEYS, origin)

@@ -1,0 +1,122 @@
+"""`edgeship compare OLD NEW`: the CI regression gate between two reports.
+
+A regression is a required artifact check that is past its budget in NEW, an artifact
+that disappeared, or a p50 latency that grew by more than the allowed percentage. Every
+compared figure is listed, so the table also shows what improved.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from .errors import UsageError
+
+Data = Dict[str, Any]
+
+
+@dataclass
+class Row:
+    artifact: str
+    what: str
+    old: Optional[float]
+    new: Optional[float]
+    status: str  # "ok", "improved", "worse", "REGRESSION", "new", "missing"
+    why: str = ""
+
+    @property
+    def regression(self) -> bool:
+        return self.status == "REGRESSION"
+
+    @property
+    def change(self) -> str:
+        if self.old is None or self.new is None:
+            return "–"
+        d = self.new - self.old
+        if self.old != 0 and self.what.startswith("latency"):
+            return f"{100 * d / abs(self.old):+.1f}%"
+        return f"{d:+.4g}"
+
+
+def load_report(path: Path) -> Data:
+    """report.json, or a bundle folder holding one."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "report.json"
+    if not p.is_file():
+        raise UsageError(f"{path}: no report.json there (give a report.json or a bundle folder)")
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{p} is not a readable report.json: {e}") from None
+    if not str(data.get("schema", "")).startswith("edgeship.report/"):
+        raise UsageError(f"{p} is not an edgeship report (no 'schema': 'edgeship.report/…')")
+    return data
+
+
+def _key(a: Data) -> str:
+    return a.get("key") or f"{a['format']}:{a['recipe']}"
+
+
+def compare_reports(old: Data, new: Data, max_latency_increase: float = 10.0) -> List[Row]:
+    """Rows for every check, latency and size figure of the artifacts of both reports."""
+    rows: List[Row] = []
+    olds = {_key(a): a for a in old["artifacts"]}
+    news = {_key(a): a for a in new["artifacts"]}
+    for key, a in olds.items():
+        if key not in news:
+            rows.append(Row(a["path"], "artifact", None, None, "REGRESSION" if a.get("required", True) else "missing", "not in the new report"))
+    for key, n in news.items():
+        o = olds.get(key)
+        name = n["path"]
+        old_checks = {(c["output"], c["metric"]): c for c in (o["parity"]["checks"] if o else [])}
+        for c in n["parity"]["checks"]:
+            oc = old_checks.get((c["output"], c["metric"]))
+            what = f"{c['output']}.{c['metric']} ({c['op']} {c['threshold']:.6g})"
+            ov = oc["value"] if oc else None
+            if not c["passed"]:
+                status = "REGRESSION" if n.get("required", True) else "worse"
+                why = c.get("message") or "past the budget"
+                if oc is not None and not oc["passed"]:
+                    why += " (already past it in the old report)"
+            elif oc is None:
+                status, why = "new", ""
+            else:
+                better = (c["value"] or 0) >= (ov or 0) if c["op"] == ">=" else (c["value"] or 0) <= (ov or 0)
+                status = "ok" if c["value"] == ov else ("improved" if better else "worse")
+                why = ""
+            rows.append(Row(name, what, ov, c["value"], status, why))
+        ol, nl = (o or {}).get("latency"), n.get("latency")
+        if ol and nl and ol.get("measured", True) and nl.get("measured", True):
+            growth = 100.0 * (nl["p50_ms"] - ol["p50_ms"]) / ol["p50_ms"] if ol["p50_ms"] > 0 else 0.0
+            if growth > max_latency_increase:
+                status = "REGRESSION" if n.get("required", True) else "worse"
+                why = f"p50 grew {growth:.1f}% (allowed: {max_latency_increase:g}%)"
+            else:
+                status, why = ("improved" if growth < 0 else "ok"), ""
+            rows.append(Row(name, "latency p50 ms", ol["p50_ms"], nl["p50_ms"], status, why))
+        elif nl and not nl.get("measured", True):
+            rows.append(Row(name, "latency p50 ms", None, None, "ok", f"not measured: {nl.get('reason', '')}"))
+        if o:
+            rows.append(Row(name, "size bytes", o["size"], n["size"], "ok" if n["size"] <= o["size"] else "worse"))
+    return rows
+
+
+def render_table_md(rows: List[Row], old_name: str, new_name: str) -> str:
+    reg = [r for r in rows if r.regression]
+    head = f"## edgeship compare: {'❌ ' + str(len(reg)) + ' regression(s)' if reg else '✅ no regression'}\n\n"
+    head += f"Old: `{old_name}` · New: `{new_name}`\n\n"
+    lines = ["| artifact | figure | old | new | change | status |", "|---|---|---:|---:|---:|---|"]
+    for r in rows:
+        f = lambda v: "–" if v is None else f"{v:.6g}"  # noqa: E731
+        status = f"**{r.status}**" if r.regression else r.status
+        if r.why:
+            status += f": {r.why}"
+        lines.append(f"| `{r.artifact}` | {r.what} | {f(r.old)} | {f(r.new)} | {r.change} | {status} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def summary(rows: List[Row]) -> Tuple[int, List[str]]:
+    reg = [r for r in rows if r.regression]
+    return len(reg), [f"{r.artifact}: {r.what}: {r.why}" for r in reg]
