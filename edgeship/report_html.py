@@ -72,25 +72,28 @@ SCRIPT = r"""
       return a.latency && a.latency.measured !== false && (a.latency.samples_ms || []).length;
     });
     if (!arts.length) { host.textContent = "No latency was measured."; return 0; }
-    var all = [];
-    arts.forEach(function (a) { all = all.concat(a.latency.samples_ms); });
-    var lo = 0, hi = Math.max.apply(null, all) * 1.05, L = 170, R = 860, row = 34;
+    // the axis ends at 2.5x the largest p90, so a few slow outliers do not squash the rest;
+    // runs beyond it are drawn at the edge as open circles
+    var lo = 0, hi = Math.max.apply(null, arts.map(function (a) { return a.latency.p90_ms; })) * 2.5;
+    var L = 170, R = 780, row = 34;
     var s = svg(host, 900, arts.length * row + 60);
-    var x = function (v) { return L + (R - L) * (v - lo) / (hi - lo); };
+    var x = function (v) { return L + (R - L) * (Math.min(v, hi) - lo) / (hi - lo); };
     var n = 0;
     arts.forEach(function (a, i) {
       var y = 20 + i * row, c = COLORS[i % COLORS.length];
       el("text", {x: L - 8, y: y + 4, "text-anchor": "end"}, s, a.path);
       a.latency.samples_ms.forEach(function (v, j) {
-        el("circle", {cx: x(v), cy: y + ((j * 7919) % 13) - 6, r: 2.2, fill: c, "fill-opacity": 0.45}, s); n++;
+        var out = v > hi;
+        el("circle", {cx: x(v), cy: y + ((j * 7919) % 13) - 6, r: out ? 3 : 2.2, fill: out ? "none" : c,
+                      stroke: out ? c : "none", "fill-opacity": 0.45}, s); n++;
       });
       [["p50_ms", 12], ["p90_ms", 8]].forEach(function (p) {
         var px = x(a.latency[p[0]]);
         el("line", {x1: px, x2: px, y1: y - p[1], y2: y + p[1], stroke: "#1b1f24", "stroke-width": 2}, s);
       });
-      el("text", {x: R + 6, y: y + 4}, s, "p50 " + fmt(a.latency.p50_ms));
+      el("text", {x: R + 10, y: y + 4}, s, "p50 " + fmt(a.latency.p50_ms) + " ms");
     });
-    axisX(s, L, R, arts.length * row + 12, lo, hi, false, "latency per run (ms, batch 1); ticks: p50 (long), p90 (short)");
+    axisX(s, L, R, arts.length * row + 12, lo, hi, false, "latency per run (ms, batch 1); ticks: p50 (long), p90 (short); open circles: slower than the axis");
     return n;
   }
 
@@ -137,19 +140,25 @@ SCRIPT = r"""
     diags.forEach(function (a) {
       var d = a.diagnosis, rows = d.rows, fig = document.createElement("figure");
       host.appendChild(fig);
-      var scores = rows.map(function (r) { return r.score; });
-      var floor = Math.min.apply(null, scores.filter(function (v) { return v > -199; }).concat([0]));
-      var lo = Math.min(0, floor), hi = Math.max.apply(null, scores.concat([0])) || 1;
-      if (hi === lo) hi = lo + 1;
+      // bars grow from the axis floor (0, or a bit below the lowest score when scores are dB
+      // below zero); a layer that added no error at all (the -200 floor) has no bar
+      var scores = rows.map(function (r) { return r.score; }).filter(function (v) { return v > -199; });
+      var least = Math.min.apply(null, scores.concat([0]));
+      var lo = least < 0 ? Math.floor((least - 5) / 10) * 10 : 0;
+      var hi = Math.max.apply(null, scores.concat([lo + 1]));
+      if (hi <= lo) hi = lo + 1;
       var worst = rows.slice().sort(function (p, q) { return q.score - p.score; }).slice(0, 5);
-      var L = 260, R = 760, row = 20, s = svg(fig, 900, rows.length * row + 50);
+      var L = 280, R = 760, row = 20, s = svg(fig, 900, rows.length * row + 50);
       var x = function (v) { return L + (R - L) * (Math.max(v, lo) - lo) / (hi - lo); };
       rows.forEach(function (r, i) {
-        var y = 8 + i * row, bad = worst.indexOf(r) >= 0;
-        el("text", {x: L - 8, y: y + 12, "text-anchor": "end"}, s, r.layer + " (" + r.op + ")");
-        var x0 = x(Math.max(lo, Math.min(0, r.score))), x1 = x(r.score);
-        el("rect", {x: Math.min(x0, x1), y: y + 2, width: Math.max(1, Math.abs(x1 - x0)), height: row - 6,
-                    fill: bad ? "#cf222e" : "#8c959f", "data-layer": r.layer}, s); n++;
+        var y = 8 + i * row, bad = worst.indexOf(r) >= 0, label = r.layer + " (" + r.op + ")";
+        if (label.length > 40) label = label.slice(0, 39) + "…";
+        el("text", {x: L - 8, y: y + 12, "text-anchor": "end"}, s, label);
+        if (r.score > -199) {
+          el("rect", {x: L, y: y + 2, width: Math.max(1, x(r.score) - L), height: row - 6,
+                      fill: bad ? "#cf222e" : "#8c959f", "data-layer": r.layer}, s);
+        }
+        n++;
         el("text", {x: R + 6, y: y + 12}, s, r.score <= -199 ? "none" : fmt(r.score));
       });
       axisX(s, L, R, rows.length * row + 12, lo, hi, false, d.score_name);

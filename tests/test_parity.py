@@ -148,3 +148,23 @@ def test_int8_outputs_are_dequantized_with_their_own_scale_and_zero_point():
     np.testing.assert_allclose(dequantize(q, info), [[0.0, 0.5, 255 / 256]])
     x = np.array([[0.0, 0.5, 0.999, 2.0]], dtype=np.float32)
     np.testing.assert_array_equal(quantize(x, info), [[-128, 0, 128 - 1, 127]])
+
+
+def test_profiles_take_per_output_budgets_and_metric_parameters(tmp_path):
+    from edgeship.errors import UsageError
+    from edgeship.targets import load_target
+
+    p = tmp_path / "t.toml"
+    p.write_text(
+        'extends = "arm64"\nname = "t"\n[budgets.int8]\nquantile = 0.999\ntop_k = 3\n'
+        "[budgets.int8.outputs.probs]\nmax_abs = 0.05\n"
+    )
+    b = load_target(str(p)).budget_for("int8")
+    assert b["quantile"] == 0.999 and b["top_k"] == 3 and b["snr_db"] == 20.0  # arm64's, merged
+    assert b["outputs"] == {"probs": {"max_abs": 0.05}}
+    p.write_text('extends = "arm64"\nname = "t"\n[budgets.int8.outputs.probs]\nmax_abz = 0.05\n')
+    with pytest.raises(UsageError, match=r"unknown key 'max_abz' in budgets.int8.outputs.probs \(did you mean max_abs\?\)"):
+        load_target(str(p))
+    p.write_text('extends = "arm64"\nname = "t"\n[budgets.int8]\nquantile = 99.0\n')
+    with pytest.raises(UsageError, match="quantile must be in"):
+        load_target(str(p))
