@@ -273,7 +273,35 @@ def _notes(data: Data) -> str:
     return "".join(parts)
 
 
-HTML_SECTIONS: List[Callable[[Data], str]] = [_summary, _notes, _charts, _layer_tables, _checks]
+def _devices(data: Data) -> str:
+    """One table per device `edgeship deploy` ran on (the same data as report.md's device sections)."""
+    out = []
+    for d in data.get("devices", []):
+        ok = '<span class="pass">pass</span>' if d.get("passed") else '<span class="fail">failed</span>'
+        out.append(f"<h2>On device <code>{_e(d['device'])}</code> — {ok}</h2>")
+        if d.get("error"):
+            out.append(f"<p>Could not run there: {_e(d['error'])}</p>")
+            continue
+        f = d.get("facts", {})
+        out.append(f"<p>{_e(f.get('cpu', '?'))} ({_e(f.get('cores', '?'))} cores, {_e(f.get('machine', '?'))}), {_e(f.get('os', ''))}</p>")
+        head = "<tr>" + "".join(f"<th>{h}</th>" for h in ("artifact", "runtime", "p50 ms", "p90 ms", "max abs", "SNR dB", "result")) + "</tr>"
+        rows = []
+        for a in d.get("artifacts", []):
+            if not a.get("ran"):
+                rows.append(f"<tr><td><code>{_e(a['artifact'])}</code></td><td class='l' colspan='5'>not run: {_e(a.get('reason', ''))}</td><td>–</td></tr>")
+                continue
+            lat, o = a.get("latency") or {}, a["parity"]["outputs"][0]
+            res = '<span class="pass">pass</span>' if a.get("passed") else '<span class="fail">FAIL</span>'
+            rows.append(
+                f"<tr><td><code>{_e(a['artifact'])}</code></td><td class='l'>{_e(a.get('backend') or '')}</td>"
+                f"<td>{_fmt(lat.get('p50_ms'), '.3f')}</td><td>{_fmt(lat.get('p90_ms'), '.3f')}</td>"
+                f"<td>{_fmt(o['max_abs'])}</td><td>{_fmt(o['snr_db'], '.1f')}</td><td>{res}</td></tr>"
+            )
+        out.append(f"<table>{head}{''.join(rows)}</table>")
+    return "".join(out)
+
+
+HTML_SECTIONS: List[Callable[[Data], str]] = [_summary, _notes, _charts, _layer_tables, _devices, _checks]
 
 
 def _finite(v: Any) -> Any:

@@ -99,6 +99,7 @@ def test_missing_runtime_on_the_device_names_the_pip_line(sshd: SSHServer, devic
     d = json.loads((bundle / "report.json").read_text())["devices"][0]
     assert [a["ran"] for a in d["artifacts"]] == [True, True, False, False]
     assert "not run: no onnx runtime installed" in (bundle / "report.md").read_text()
+    assert "not run: no onnx runtime installed" in (bundle / "report.html").read_text()
 
 
 def test_device_check_prints_facts_and_what_to_install(sshd: SSHServer, device_venvs: Dict[str, Path], bundle: Path) -> None:
