@@ -292,8 +292,4 @@ def _convert_or_reuse(
 
 def not_measured(artifact: str, reason: str) -> LatencyResult:
     """A latency entry that says it was not measured, and why (never an estimate)."""
-    return LatencyResult(
-        artifact=artifact, backend="", threads=None, load_ms=0.0, first_ms=0.0, warmup=0, runs=0,
-        p50_ms=0.0, p90_ms=0.0, p99_ms=0.0, mean_ms=0.0, std_ms=0.0, min_ms=0.0, peak_rss_mb=None,
-        measured=False, reason=reason,
-    )
+    return LatencyResult.not_measured(artifact, reason)

@@ -97,17 +97,21 @@ def _print_section(s: Dict[str, Any]) -> None:
             continue
         o = a["parity"]["outputs"][0]
         lat = a.get("latency") or {}
+        measured = bool(lat) and lat.get("measured", True)
         table.add_row(
             a["artifact"],
             a.get("backend") or "",
-            f"{lat.get('p50_ms', 0):.3f}",
-            f"{lat.get('p90_ms', 0):.3f}",
+            f"{lat['p50_ms']:.3f}" if measured else "not measured",
+            f"{lat['p90_ms']:.3f}" if measured else "not measured",
             f"{o['max_abs']:.3g}",
             f"{o['top1_agreement']:.2%}" if o.get("top1_agreement") is not None else "–",
             f"{a['max_abs_vs_host']:.3g}" if a.get("max_abs_vs_host") is not None else "–",
             "[green]pass[/green]" if a["passed"] else "[red]FAIL[/red]",
         )
     console.print(table)
+    for a in s["artifacts"]:
+        if a.get("ran") and a.get("latency") and not a["latency"].get("measured", True):
+            console.print(f"[yellow]•[/yellow] {a['artifact']} latency not measured: {a['latency'].get('reason')}")
     for x in s["failures"]:
         console.print(f"[red]✗[/red] {x}")
 

@@ -178,6 +178,26 @@ def test_check_opens_each_artifact(device_venvs: Dict[str, Path], bundle: Path, 
     assert fp32["install"] == "python3 -m pip install -U ai-edge-litert"
 
 
+def test_accelerator_absent_on_the_device_is_not_measured(device_venvs: Dict[str, Path], bundle: Path, tmp_path: Path) -> None:
+    """A profile naming a GPU delegate / CUDA provider: on a CPU-only device, latency is 'not measured'
+    with the reason, never a CPU time passed off as the GPU's; parity still runs, on the CPU, and says so."""
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["target"]["runtime"].update(tflite_delegates=["gpu"], onnx_providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    py = device_venvs["np2-litert-ort"]
+    r = run_pyz(py, copy, "bench", "--runs", "5", "--artifact", "tflite:fp32", "--artifact", "onnx:fp32")
+    assert r.returncode == 0, r.stderr
+    lat = json.loads(r.stdout)["latency"]
+    assert [x["measured"] for x in lat] == [False, False] and [x["runs"] for x in lat] == [0, 0]
+    assert "TFLite gpu delegate not available on this device" in lat[0]["reason"]
+    assert "CUDAExecutionProvider not available on this device" in lat[1]["reason"]
+    r = run_pyz(py, copy, "parity", "--out", str(tmp_path / "o"), "--artifact", "onnx:fp32")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["parity_outputs"][0]["note"].startswith("ran on the CPU: CUDAExecutionProvider not available")
+
+
 def test_missing_runtime_gets_the_install_line(device_venvs: Dict[str, Path], bundle: Path, tmp_path: Path) -> None:
     py = device_venvs["np1-tflite-runtime"]
     r = run_pyz(py, bundle, "parity", "--out", str(tmp_path), "--artifact", "onnx:int8")

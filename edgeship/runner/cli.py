@@ -204,11 +204,26 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_RUNTIME
 
 
+DEVICE_HINT = "a CPU time would not be this accelerator's: install its runtime or delegate library here"
+
+
+def accelerator_missing(manifest: Dict[str, Any], fmt: str, hint: str = DEVICE_HINT) -> Optional[str]:
+    """Why the profile's accelerator for ``fmt`` is absent on this device (None: present, or none named)."""
+    from .accel import accelerator_missing as missing
+
+    rt = manifest.get("target", {}).get("runtime", {})
+    return missing(fmt, rt.get("onnx_providers") or [], rt.get("tflite_delegates") or [], "this device", hint)
+
+
 def runner_options(manifest: Dict[str, Any], fmt: str) -> Dict[str, Any]:
-    """The target profile's runtime options for ``fmt`` (same as the host's build.runner_options)."""
+    """The target profile's runtime options for ``fmt`` (as the host's build.runner_options); the
+    profile's TFLite delegates only where they are present, else the CPU (callers say so)."""
     rt = manifest.get("target", {}).get("runtime", {})
     if fmt == "tflite":
-        return {"use_xnnpack": bool(rt.get("xnnpack", True))}
+        opts: Dict[str, Any] = {"use_xnnpack": bool(rt.get("xnnpack", True))}
+        if rt.get("tflite_delegates") and accelerator_missing(manifest, fmt) is None:
+            opts["delegates"] = list(rt["tflite_delegates"])
+        return opts
     return {"providers": rt.get("onnx_providers") or None}
 
 
@@ -243,17 +258,22 @@ def cmd_parity(args: argparse.Namespace) -> int:
     for a, path in zip(arts, paths):
         runner = open_runner(path, a["format"], threads=threads, **runner_options(manifest, a["format"]))
         outs = runner.run(feed)
+        cpu_why = accelerator_missing(manifest, a["format"], hint="")
         dest = os.path.join(out_dir, f"outputs_{a['path']}.npz")
         np.savez_compressed(dest, **outs)
         written.append(
-            {"artifact": a["path"], "key": a.get("key"), "outputs": dest, "samples": int(next(iter(outs.values())).shape[0]), "backend": f"{runner.backend} {runner.backend_version}"}
+            {
+                "artifact": a["path"], "key": a.get("key"), "outputs": dest, "samples": int(next(iter(outs.values())).shape[0]),
+                "backend": f"{runner.backend} {runner.backend_version}",
+                "note": (f"ran on the CPU: {cpu_why}" if cpu_why else None),
+            }
         )
     _emit({"parity_outputs": written, "threads": threads}, args.json)
     return EXIT_OK
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .latency import measure
+    from .latency import LatencyResult, measure
 
     manifest = load_manifest(args.bundle)
     arts = select(manifest, args.artifact)
@@ -262,6 +282,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     feed = {k: v[:1] for k, v in load_inputs(args.bundle, manifest).items()}
     results = []
     for a, path in zip(arts, paths):
+        why = accelerator_missing(manifest, a["format"])
+        if why:  # never time the CPU and let it pass for the accelerator's latency
+            d = LatencyResult.not_measured(os.path.basename(path), why).to_dict()
+            d["key"] = a.get("key")
+            results.append(d)
+            continue
         res = measure(
             path, feed, fmt=a["format"], threads=threads, warmup=args.warmup, runs=args.runs, budget_s=args.seconds,
             keep_samples=not args.no_samples, **runner_options(manifest, a["format"])

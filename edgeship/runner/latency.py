@@ -42,6 +42,15 @@ class LatencyResult:
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def not_measured(cls, artifact: str, reason: str) -> "LatencyResult":
+        """A latency entry that says it was not measured, and why (never an estimate)."""
+        return cls(
+            artifact=artifact, backend="", threads=None, load_ms=0.0, first_ms=0.0, warmup=0, runs=0,
+            p50_ms=0.0, p90_ms=0.0, p99_ms=0.0, mean_ms=0.0, std_ms=0.0, min_ms=0.0, peak_rss_mb=None,
+            measured=False, reason=reason,
+        )
+
 
 def peak_rss_mb() -> Optional[float]:
     """Peak resident set size of this process in MiB (None where the OS does not say)."""
