@@ -294,8 +294,12 @@ def _devices(data: Data) -> str:
             res = '<span class="pass">pass</span>' if a.get("passed") else '<span class="fail">FAIL</span>'
             rows.append(
                 f"<tr><td><code>{_e(a['artifact'])}</code></td><td class='l'>{_e(a.get('backend') or '')}</td>"
-                f"<td>{_fmt(lat.get('p50_ms'), '.3f')}</td><td>{_fmt(lat.get('p90_ms'), '.3f')}</td>"
-                f"<td>{_fmt(o['max_abs'])}</td><td>{_fmt(o['snr_db'], '.1f')}</td><td>{res}</td></tr>"
+                + (  # a device without the profile's accelerator: said, never a CPU time (see runner bench)
+                    f"<td>{_fmt(lat.get('p50_ms'), '.3f')}</td><td>{_fmt(lat.get('p90_ms'), '.3f')}</td>"
+                    if lat and lat.get("measured", True)
+                    else f"<td colspan='2' title='{_e(lat.get('reason', ''))}'>not measured</td>"
+                )
+                + f"<td>{_fmt(o['max_abs'])}</td><td>{_fmt(o['snr_db'], '.1f')}</td><td>{res}</td></tr>"
             )
         out.append(f"<table>{head}{''.join(rows)}</table>")
     return "".join(out)

@@ -205,3 +205,17 @@ def test_a_damaged_copy_is_never_run(device_venvs: Dict[str, Path], bundle: Path
         assert not (Path(info["workdir"]) / "bundle").exists()
     finally:
         dev.remove(info["workdir"])
+
+
+def test_device_without_the_profiles_accelerator_reports_latency_not_measured(device_venvs: Dict[str, Path], bundle: Path) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["target"]["runtime"].update(tflite_delegates=["gpu"])  # as targets/gpu.toml asks
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    r = run_cli("deploy", str(bundle), "--device", f"local:{device_venvs['np2-litert-ort']}", "--artifact", "tflite:fp32", "--runs", "5")
+    assert r.returncode == 0, r.stderr
+    a = json.loads((bundle / "report.json").read_text())["devices"][0]["artifacts"][0]
+    assert a["latency"]["measured"] is False and "gpu delegate not available on this device" in a["latency"]["reason"]
+    assert a["passed"] and a["note"].startswith("ran on the CPU")
+    md, html = (bundle / "report.md").read_text(), (bundle / "report.html").read_text()
+    assert "| not measured | not measured |" in md and "latency not measured: TFLite gpu delegate" in md
+    assert ">not measured</td>" in html
