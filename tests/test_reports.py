@@ -252,6 +252,27 @@ def test_validate_bundle_passes_and_single_artifact_says_inputs_were_generated(a
     assert proc.returncode == 2 and "--reference" in proc.stderr
 
 
+def test_validate_against_a_reference_model_and_user_inputs(arm64_build, tmp_path):
+    b = arm64_build.bundle
+    keras_model = str(arm64_build.source.path)
+    proc = run_cli("validate", str(b), "--reference", keras_model, "--artifact", "model_int8.tflite", "--report", str(tmp_path / "r1"))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "r1" / "report.json").read_text())
+    assert data["validation"]["reference"] == f"reference model {keras_model}"
+    assert [a["path"] for a in data["artifacts"]] == ["model_int8.tflite"]
+    # one artifact on the user's own held-out data, labels included: accuracy is measured
+    ds = arm64_build.dataset
+    np.savez(tmp_path / "heldout.npz", image=ds.heldout["image"][:100], __labels__=ds.labels[:100])
+    proc = run_cli("validate", str(b / "artifacts" / "model_int8.onnx"), "--reference", keras_model,
+                   "--inputs", str(tmp_path / "heldout.npz"), "--report", str(tmp_path / "r2"))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "r2" / "report.json").read_text())
+    assert data["parity_inputs"]["origin"].startswith("user data:") and data["parity_inputs"]["generated"] is False
+    o = data["artifacts"][0]["parity"]["outputs"][0]
+    assert o["accuracy"] is not None and data["artifacts"][0]["recipe"] == "int8"
+    assert {c["metric"] for c in data["artifacts"][0]["parity"]["checks"]} == {"nan_inf", "top1_agreement", "snr_db", "accuracy_drop"}
+
+
 def test_report_command_renders_every_format(arm64_build, tmp_path):
     b = arm64_build.bundle
     for fmt, name in (("md", "report.md"), ("junit", "junit.xml"), ("json", "report.json")):
