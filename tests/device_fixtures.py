@@ -62,7 +62,12 @@ def ensure_venv(requirements: List[str]) -> Path:
         raise RuntimeError(f"pip install {' '.join(requirements)} failed:\n{pip.stderr[-2000:]}")
     (work / "edgeship-requirements.txt").write_text("\n".join(requirements) + "\n")
     shutil.rmtree(dest, ignore_errors=True)
-    os.replace(work, dest)
+    try:
+        os.replace(work, dest)
+    except OSError:  # another test session finished the same venv first: use theirs
+        shutil.rmtree(work, ignore_errors=True)
+        if not (dest / "edgeship-requirements.txt").is_file():
+            raise
     # venv scripts carry the creation path in their shebangs; the python symlink does not, and we only use it.
     return python
 
