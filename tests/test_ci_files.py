@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Dict, List
 from xml.etree import ElementTree as ET
 
-import pytest
-
 import yaml  # noqa: E402  (pyyaml: a test extra)
 
 from .conftest import ROOT  # noqa: E402
@@ -58,7 +56,7 @@ def github_job(workflow: Dict, repo: Path, overrides: Dict[str, str], only: List
 
 
 def test_install_line_is_the_one_this_repository_tests():
-    assert f'pip install -q -c constraints.txt -e ".[test]"' in (ROOT / ".ci" / "run").read_text()
+    assert 'pip install -q -c constraints.txt -e ".[test]"' in (ROOT / ".ci" / "run").read_text()
     assert (ROOT / "constraints.txt").is_file() and (ROOT / "pyproject.toml").is_file()
     gl = yaml.safe_load((ROOT / "ci" / "gitlab" / "edgeship.gitlab-ci.yml").read_text())
     assert gl["edgeship"]["before_script"] == [INSTALL]

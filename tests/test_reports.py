@@ -320,3 +320,16 @@ def test_compare_rejects_what_is_not_a_report(tmp_path):
     bad.write_text('{"hello": 1}')
     proc = run_cli("compare", str(bad), str(bad))
     assert proc.returncode == 2 and "not an edgeship report" in proc.stderr
+
+
+def test_validate_explain_without_the_source_model_says_what_to_pass(arm64_build, tmp_path):
+    """The bundle moved to a machine without the Keras model: parity still runs, the TFLite
+    diagnosis (which re-quantizes the source) names the missing --reference."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(arm64_build.bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["model"]["path"] = str(tmp_path / "elsewhere" / "model.keras")
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    proc = run_cli("validate", str(copy), "--artifact", "model_int8.tflite", "--explain")
+    assert proc.returncode == 0, proc.stderr
+    assert "no per-layer diagnosis: per-layer diagnosis of model_int8.tflite needs the original model: pass --reference model.keras" in proc.stderr
