@@ -16,13 +16,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .convert import Artifact, conversion_options, convert
+from .convert import Artifact, Skipped, conversion_options, convert, plan
 from .errors import UsageError
 from .parity import ParityResult, compare
 from .progress import Progress
 from .runner.latency import LatencyResult, measure
 from .runner.runners import open_runner
-from .sources import Dataset, Source, load_keras
+from .inputs import NO_DATA_WARNING, Inputs, load_inputs
+from .sources import Dataset, Source
 from .targets import ArtifactSpec, TargetProfile, load_target, load_targets
 
 
@@ -68,39 +69,9 @@ class BuildResult:
 
 
 def load_source(model: Optional[str], sample: str, retrain: bool, progress: Progress):
-    """(source, dataset, training metrics) for a user's model or the built-in sample."""
-    if model is None:
-        from .train import train_sample
-
-        return train_sample(sample, retrain=retrain, progress=progress)
-    path = Path(model)
-    if not path.exists():
-        raise UsageError(f"model not found: {model}")
-    if path.suffix in (".keras", ".h5"):
-        src = load_keras(path)
-    else:
-        raise UsageError(f"unsupported model file {model}: expected .keras or .h5")
-    return src, generated_dataset(src), None
-
-
-def generated_dataset(source: Source, n_calibration: int = 128, n_heldout: int = 64, seed: int = 0) -> Dataset:
-    """Uniform [0, 1) inputs of the model's shapes: enough to compare runtimes, not to calibrate well."""
-    rng = np.random.default_rng(seed)
-
-    def make(n: int) -> Dict[str, np.ndarray]:
-        out = {}
-        for i in source.inputs:
-            shape = [n] + [d if d is not None else 1 for d in i.shape[1:]]
-            out[i.name] = rng.random(shape, dtype=np.float32)
-        return out
-
-    return Dataset(
-        calibration=make(n_calibration),
-        heldout=make(n_heldout),
-        labels=None,
-        origin=f"generated: uniform [0, 1) inputs ({n_heldout} held-out, {n_calibration} calibration)",
-        generated=True,
-    )
+    """(source, dataset, training metrics) for a user's model (with generated data) or the built-in sample."""
+    source, dataset, training, _ = load_inputs(Inputs(model=model), sample, retrain, progress)
+    return source, dataset, training
 
 
 def host_threads(profile: TargetProfile) -> int:
@@ -167,9 +138,10 @@ def run_build(
     retrain: bool = False,
     runs: int = 0,
     progress: Optional[Progress] = None,
+    inputs: Optional[Inputs] = None,
 ) -> BuildResult:
     """Build one target (a built-in name or a .toml path); ``out`` is the bundle folder."""
-    return run_builds([target], model=model, out=out, sample=sample, retrain=retrain, runs=runs, progress=progress)[0]
+    return run_builds([target], model=model, out=out, sample=sample, retrain=retrain, runs=runs, progress=progress, inputs=inputs)[0]
 
 
 SourceBundle = Tuple[Source, Dataset, Optional[Dict[str, Any]]]
@@ -184,27 +156,30 @@ def run_builds(
     runs: int = 0,
     progress: Optional[Progress] = None,
     loaded: Optional[SourceBundle] = None,
+    inputs: Optional[Inputs] = None,
 ) -> List[BuildResult]:
     """Build one model for several targets: one bundle each, every shared artifact converted once.
 
     ``targets`` is a ``--target`` string (name, .toml path, comma-separated list, ``all``) or a
     list of single references. With one target ``out`` is the bundle folder; with several it is
     the parent folder of ``<model>-<target>`` bundles (default ``dist``). ``loaded`` is an
-    already loaded (source, dataset, training) to build instead of ``model``/``sample``.
+    already loaded (source, dataset, training) to build instead of ``model``/``sample``;
+    ``inputs`` carries a user's model and data options (``model`` alone is the short form).
     All bundles are published together at the end: a failure leaves none of them half-written.
     """
     from . import bundle
 
     progress = progress or Progress(enabled=False)
     profiles = load_targets(targets)  # every profile validated before any work
-    source, dataset, training = loaded or load_source(model, sample, retrain, progress)
+    if loaded:
+        source, dataset, training = loaded
+        warnings = [NO_DATA_WARNING] if dataset.generated else []
+    else:
+        source, dataset, training, warnings = load_inputs(inputs or Inputs(model=model), sample, retrain, progress)
     if training:
         how = "cached" if training.get("cached") else f"trained in {training['train_seconds']} s"
         progress.note(f"sample model '{source.name}': held-out accuracy {training['test_accuracy']:.2%} ({how})")
-    warnings = []
-    if dataset.generated:
-        w = "no data given: parity runs on generated inputs and int8 calibration on generated data is not meaningful; pass --data"
-        warnings.append(w)
+    for w in warnings:
         progress.warn(w)
     if len(profiles) == 1 and out:
         out_dirs = [Path(out)]
@@ -240,16 +215,27 @@ def _build_target(
     from .accelerators import missing
 
     profile, dataset = result.target, result.dataset
-    result.skipped = profile.skipped
+    result.skipped = dict(profile.skipped)
     for why, keys in profile.skipped_by_reason().items():
         progress.note(f"{profile.name}: {', '.join(keys)} not built: {why}")
     (work / "artifacts").mkdir()
     outputs: Dict[str, Dict[str, np.ndarray]] = {}
-    for spec in profile.buildable:
-        art = _convert_or_reuse(result.source, spec, dataset, profile, work / "artifacts", shared, progress)
+    for spec in plan(result.source, profile):
+        try:
+            art = _convert_or_reuse(result.source, spec, dataset, profile, work / "artifacts", shared, progress)
+        except Skipped as e:  # this source cannot give this artifact (a TFLite file's other recipes, ...)
+            result.skipped[spec.key] = str(e)
+            result.warnings.append(f"{spec.key} skipped: {e}")
+            progress.warn(f"{profile.name}: {spec.key} skipped: {e}")
+            continue
         result.artifacts.append(art)
         with progress.task(f"parity of {art.filename} for {profile.name} on {dataset.n_heldout} samples"):
             result.parity[art.key], outputs[art.key] = check_parity(art, reference, dataset, profile)
+    if not result.artifacts:
+        raise UsageError(
+            f"no artifact of target {profile.name} can be built from this {result.source.kind} model: "
+            + "; ".join(dict.fromkeys(result.skipped.values()))
+        )
     explain_failures(result, work / "artifacts", progress)
     n_runs = runs or profile.runtime.runs
     threads = host_threads(profile)

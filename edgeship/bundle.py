@@ -92,6 +92,7 @@ def report_data(result: "BuildResult") -> Dict[str, Any]:
         "class_names": result.dataset.class_names,
         "artifacts": arts,
         "warnings": result.warnings,
+        "skipped": result.skipped,
         "passed": result.passed,
         "failures": result.failures,
     }

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 import click
 
 from . import __version__
+from .cli_inputs import input_options, pop_inputs
 from .errors import EXIT_INTERRUPTED, EdgeshipError
 
 EXIT_CODES_HELP = """\b
@@ -42,19 +43,20 @@ def cli() -> None:
     help="Target profile(s): a built-in name, a path to your own .toml, a comma-separated list, or 'all' "
     "(see `edgeship targets list`). Several targets share conversions and get one bundle each.",
 )
-@click.option("--model", "-m", default=None, help="Model file to build (.keras, .h5). Default: the built-in sample model.")
 @click.option("--sample", default="digits", show_default=True, help="Built-in sample model used when --model is not given.")
 @click.option("--out", "-o", default=None, help="Bundle folder (one target) or parent folder of the bundles (several). Default: dist/<model>-<target>.")
 @click.option("--runs", type=click.IntRange(min=1), default=None, help="Timed latency runs per artifact (default: the profile's).")
 @click.option("--retrain", is_flag=True, help="Train the sample model again even if a cached one matches.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output; only the summary.")
-def build(target: str, model: Optional[str], sample: str, out: Optional[str], runs: Optional[int], retrain: bool, quiet: bool) -> None:
+@input_options
+def build(target: str, sample: str, out: Optional[str], runs: Optional[int], retrain: bool, quiet: bool, **inputs: Any) -> None:
     """Train or load a model, convert and quantize it for TARGET, prove parity, time it, and bundle it."""
     from .build import run_builds
     from .progress import Progress
 
     results = run_builds(
-        target, model=model, out=out, sample=sample, retrain=retrain, runs=runs or 0, progress=Progress(enabled=not quiet)
+        target, out=out, sample=sample, retrain=retrain, runs=runs or 0, progress=Progress(enabled=not quiet),
+        inputs=pop_inputs(inputs),
     )
     for result in results:
         _print_summary(result)
@@ -99,6 +101,8 @@ def _print_summary(result) -> None:  # type: ignore[no-untyped-def]
             console.print(f"[yellow]–[/yellow] {a.filename} latency not measured: {lat.reason}")
     for f in result.failures:
         console.print(f"[red]✗[/red] {f}")
+    for w in result.warnings:  # again after the table: no data, skipped artifacts and skipped images must be seen
+        console.print(f"[bold yellow]warning:[/bold yellow] {w}")
 
 
 @cli.command()

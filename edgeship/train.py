@@ -17,7 +17,8 @@ import numpy as np
 from .errors import UsageError
 from .progress import Progress
 from .resources import cache_dir, sample_models_dir
-from .sources import Dataset, Source, keras_source, sha256_file
+from .sources import Dataset, Source, sha256_file
+from .sources.keras import keras_source
 
 
 def sample_names() -> list[str]:

@@ -56,6 +56,18 @@ def conversion_options(spec: ArtifactSpec, profile: TargetProfile) -> Dict[str, 
     return opts
 
 
+class Skipped(Exception):
+    """This source cannot give this artifact (e.g. re-quantizing a TFLite file): say why, build the rest."""
+
+
+def plan(source: Source, profile: TargetProfile) -> List[ArtifactSpec]:
+    """The profile's buildable artifacts; for a TFLite source, the file's own recipe is always among them."""
+    specs = list(profile.buildable)
+    if source.kind == "tflite" and source.recipe and not any(s.key == f"tflite:{source.recipe}" for s in specs):
+        specs.insert(0, ArtifactSpec("tflite", source.recipe))
+    return specs
+
+
 Converter = Callable[[Source, str, Path, Optional[Dataset], TargetProfile], List[str]]
 
 
@@ -76,12 +88,16 @@ def convert(
     try:
         with captured_native_output(log):
             notes = _converters()[spec.format](source, spec.recipe, path, dataset, profile) or []
-    except (UsageError, ConversionError):
+    except (UsageError, ConversionError, Skipped):
         raise
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
         raise ConversionError(f"converting {source.name} to {spec.key} failed: {first}") from e
-    desc = open_runner(str(path), spec.format).describe()
+    try:
+        desc = open_runner(str(path), spec.format).describe()
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+        raise ConversionError(f"the {spec.key} artifact of {source.name} does not open in its runtime: {first}") from e
     return Artifact(
         format=spec.format,
         recipe=spec.recipe,

@@ -1,16 +1,18 @@
-"""Any source -> ONNX fp32 (tf2onnx for TF/Keras), then the recipe through ``quantize``."""
+"""Any source -> ONNX fp32 (tf2onnx for Keras/SavedModel, the file itself for ONNX and torch
+exports), then the recipe through ``quantize``; TFLite files are not converted to ONNX."""
 from __future__ import annotations
 
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from ..errors import UsageError
+from . import Skipped
 from ..quantize import quantize_onnx
 from ..sources import Dataset, Source
 from ..targets import TargetProfile
-from .tf_graph import keras_function
+from .tf_graph import TF_KINDS, tf_function
 
 OPSET = 17
 
@@ -19,6 +21,9 @@ _FP32: Dict[str, bytes] = {}  # source sha256 -> exported bytes: one export serv
 
 
 def export_fp32(source: Source, path: Path) -> None:
+    if source.onnx_path is not None:  # ONNX (shapes fixed) and torch exports: already ONNX
+        shutil.copyfile(source.onnx_path, path)
+        return
     cached = _FP32.get(source.sha256)
     if cached is not None:
         path.write_bytes(cached)
@@ -28,15 +33,33 @@ def export_fp32(source: Source, path: Path) -> None:
 
 
 def _export(source: Source, path: Path) -> None:
-    if source.kind == "keras":
+    if source.kind in TF_KINDS:
         import tf2onnx
 
-        fn, spec = keras_function(source)
-        tf2onnx.convert.from_function(
+        fn, spec = tf_function(source)
+        model, _ = tf2onnx.convert.from_function(
             fn, input_signature=spec, opset=OPSET, output_path=str(path),
         )
+        _check_standard_ops(model)
         return
+    if source.kind == "tflite":
+        raise Skipped(
+            f"a TFLite file is not converted to ONNX: its quantization is baked in (recipe {source.recipe}); "
+            "build ONNX from the original model instead"
+        )
     raise UsageError(f"ONNX conversion from a {source.kind} model is not supported")
+
+
+def _check_standard_ops(model: Any) -> None:
+    """tf2onnx logs TF ops it cannot map and leaves them in the graph: name them and their layer."""
+    import onnx
+
+    bad = [n for n in model.graph.node if n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type)]
+    if bad:
+        where = ", ".join(f"{n.op_type} at {n.name.rsplit('/', 1)[0] or n.name}" for n in bad[:5])
+        raise UsageError(
+            f"the model uses TensorFlow ops that have no ONNX equivalent ({where}); replace that layer with standard ops"
+        )
 
 
 def convert(source: Source, recipe: str, path: Path, dataset: Optional[Dataset], profile: TargetProfile) -> List[str]:

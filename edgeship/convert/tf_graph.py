@@ -1,4 +1,4 @@
-"""A Keras model as a tf.function with an explicit input signature.
+"""A Keras model or a SavedModel signature as a tf.function with an explicit input signature.
 
 Both converters start here: tf2onnx's from_keras fails on Keras 3 models, while
 from_function on this wrapper works, and TFLite converts its concrete function.
@@ -9,12 +9,26 @@ from typing import Any, Tuple
 
 from ..sources import Source
 
+TF_KINDS = ("keras", "savedmodel")
 
-def keras_function(source: Source) -> Tuple[Any, list]:
+
+def tf_function(source: Source) -> Tuple[Any, list]:
+    """(tf.function, input signature) whose outputs are a dict named like ``source.outputs``."""
     import tensorflow as tf
 
+    spec = [tf.TensorSpec(i.shape, tf.dtypes.as_dtype(i.dtype), name=i.name) for i in source.inputs]
+    if source.kind == "savedmodel":
+        from ..sources.savedmodel import signature_function
+
+        sig = signature_function(source)
+
+        @tf.function(input_signature=spec)
+        def serve_signature(*args: Any) -> Any:
+            res = sig(**{i.name: a for i, a in zip(source.inputs, args)})
+            return {o.name: res[o.name] for o in source.outputs}
+
+        return serve_signature, spec
     model = source.model
-    spec = [tf.TensorSpec(i.shape, tf.float32, name=i.name) for i in source.inputs]
 
     @tf.function(input_signature=spec)
     def serve(*args: Any) -> Any:
@@ -23,3 +37,4 @@ def keras_function(source: Source) -> Tuple[Any, list]:
         return {o.name: t for o, t in zip(source.outputs, ys)}
 
     return serve, spec
+

@@ -1,8 +1,14 @@
-"""Keras -> TFLite/LiteRT with TFLiteConverter, one branch per recipe."""
+"""Keras/SavedModel -> TFLite/LiteRT with TFLiteConverter, one branch per recipe.
+
+A TFLite source is passed through for its own recipe only (its float weights are gone).
+ONNX and torch sources would need onnx2tf, which does not work with this stack: skipped.
+"""
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -10,7 +16,8 @@ from ..errors import ConversionError, UsageError
 from ..recipes import RECIPES
 from ..sources import Dataset, Source
 from ..targets import TargetProfile
-from .tf_graph import keras_function
+from . import Skipped
+from .tf_graph import TF_KINDS, tf_function
 
 
 def representative(source: Source, dataset: Dataset) -> Any:
@@ -24,23 +31,41 @@ def representative(source: Source, dataset: Dataset) -> Any:
     return gen
 
 
-def converter_for(source: Source) -> Any:
+ONNX2TF_SKIP = (
+    "TFLite from an ONNX model needs onnx2tf, which does not work with this stack (onnx2tf 1.29 pins "
+    "tensorflow 2.19, numpy 1.26 and onnx 1.19; with tensorflow 2.21 it fails mid-conversion and it fetches "
+    "sample data from the network): build TFLite from the original Keras/TensorFlow model, or ship the ONNX artifacts"
+)
+
+
+def converter_for(source: Source) -> Tuple[Any, Any]:
+    """(TFLiteConverter, frozen concrete function) for a Keras model or a SavedModel signature."""
     import tensorflow as tf
 
-    if source.kind != "keras":
+    if source.kind not in TF_KINDS:
         raise UsageError(f"TFLite conversion from a {source.kind} model is not supported")
-    fn, _ = keras_function(source)
+    fn, _ = tf_function(source)
     # Freeze variables into constants: the calibrator cannot read resource variables.
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
-    return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    return tf.lite.TFLiteConverter.from_concrete_functions([frozen]), frozen
 
 
 def convert(source: Source, recipe: str, path: Path, dataset: Optional[Dataset], profile: TargetProfile) -> List[str]:
     import tensorflow as tf
 
-    conv = converter_for(source)
+    if source.kind == "tflite":
+        if recipe != source.recipe:
+            raise Skipped(
+                f"{source.path.name} is already a {source.recipe} TFLite file: re-quantizing it to {recipe} is impossible "
+                "(its float weights are gone); convert the original model instead"
+            )
+        shutil.copyfile(source.path, path)
+        return [f"the given {source.recipe} TFLite file, unchanged"]
+    if source.kind in ("onnx", "torch"):
+        raise Skipped(ONNX2TF_SKIP)
+    conv, frozen = converter_for(source)
     notes: List[str] = []
     if recipe == "fp16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -69,6 +94,9 @@ def convert(source: Source, recipe: str, path: Path, dataset: Optional[Dataset],
     try:
         flat = conv.convert()
     except Exception as e:
+        unsupported = _unsupported_ops(str(e), frozen)
+        if unsupported:  # no kernel at all in TFLite: the model is the problem (exit 2), named with its layer
+            raise UsageError(unsupported) from None
         named = _ops_in(str(e))
         if named:
             raise ConversionError(f"{source.name} cannot be converted to TFLite {recipe}: {named}") from e
@@ -91,6 +119,22 @@ def _require_integer_only(model: str, recipe: str, path: Path) -> None:
             f"{model} cannot be made integer-only ({recipe}): {describe(ops)}; these ops have no integer kernel "
             "in TFLite: replace them in the model, or build for a CPU target whose int8 recipe allows float fallback"
         )
+
+
+def _unsupported_ops(message: str, frozen: Any) -> str:
+    """'the model uses Igamma (Igamma in layer functional/weird_1) ...' when TFLite has no kernel for an op."""
+    m = re.search(r"(?:Custom|Flex) ops: ([\w, ]+)", message)
+    if not m:
+        m = re.search(r"'tf\.(\w+)' op is neither a custom op nor a flex op", message)
+    if not m:
+        return ""
+    ops = [o.strip() for o in m.group(1).split(",") if o.strip()]
+    nodes = [n.name for n in frozen.graph.as_graph_def().node if n.op in ops]
+    where = ", ".join(f"{n.rsplit('/', 1)[-1]} in layer {n.rsplit('/', 1)[0]}" if "/" in n else n for n in nodes[:5])
+    return (
+        f"the model uses {', '.join(ops)} ({where or 'location unknown'}), which TFLite has no builtin kernel for; "
+        "replace that layer with standard ops"
+    )
 
 
 def _ops_in(message: str) -> str:

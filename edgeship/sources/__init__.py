@@ -1,18 +1,20 @@
 """Sources: a loaded model with its I/O signature and the reference outputs of its own framework.
 
-The reference is always the original framework (Keras/TF for Keras models), never a
-converted artifact, so parity measures what conversion changed.
+The reference is always the original framework (Keras/TF for Keras and SavedModel, fp32
+onnxruntime for ONNX, the file itself for TFLite, torch for PyTorch), never a converted
+artifact, so parity measures what conversion changed. One module per format loads it
+(keras.py, savedmodel.py, onnx.py, tflite.py, torch.py); ``load.load_model`` picks one.
 """
 from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from .errors import UsageError
+from ..errors import UsageError
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -70,18 +72,26 @@ class Source:
     """A model in its own framework. ``kind`` says which; converters dispatch on it."""
 
     name: str
-    kind: str  # "keras" for now; the converters know each kind
+    kind: str  # keras | savedmodel | onnx | tflite | torch: the converters dispatch on it
     path: Optional[Path]
     sha256: str
     inputs: List[TensorSpec]
     outputs: List[TensorSpec]
     model: Any = None  # the framework object (a keras.Model for kind == "keras")
     info: Dict[str, Any] = field(default_factory=dict)
+    # The original framework's forward pass, float feed -> float outputs (all kinds but keras).
+    reference: Optional[Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]]] = None
+    onnx_path: Optional[Path] = None  # fp32 ONNX with fixed shapes (onnx and torch sources)
+    recipe: Optional[str] = None  # tflite sources: the recipe the file was already built with
 
     def predict(self, feed: Dict[str, np.ndarray], batch_size: int = 256) -> Dict[str, np.ndarray]:
         """Reference outputs, computed by the original framework."""
         if self.kind != "keras":
-            raise NotImplementedError(self.kind)
+            if self.reference is None:
+                raise NotImplementedError(self.kind)
+            n = len(next(iter(feed.values())))
+            parts = [self.reference({k: v[i : i + batch_size] for k, v in feed.items()}) for i in range(0, n, batch_size)]
+            return {o.name: np.concatenate([np.asarray(p[o.name], np.float32) for p in parts]) for o in self.outputs}
         x = [feed[i.name] for i in self.inputs]
         ys = self.model.predict(x if len(x) > 1 else x[0], batch_size=batch_size, verbose=0)
         if not isinstance(ys, (list, tuple)):
@@ -96,31 +106,28 @@ class Source:
             "sha256": self.sha256,
             "inputs": [i.to_dict() for i in self.inputs],
             "outputs": [o.to_dict() for o in self.outputs],
+            **({"recipe": self.recipe} if self.recipe else {}),
             **self.info,
         }
 
 
-def keras_source(model: Any, name: str, path: Optional[Path], sha256: str, **info: Any) -> Source:
-    inputs = [
-        TensorSpec(t.name.split(":")[0], [None if d is None else int(d) for d in t.shape], "float32")
-        for t in model.inputs
-    ]
-    outputs = [
-        TensorSpec(n, [None if d is None else int(d) for d in t.shape], "float32")
-        for n, t in zip(model.output_names, model.outputs)
-    ]
-    return Source(name, "keras", path, sha256, inputs, outputs, model=model, info=info)
+_WORKDIR: List[str] = []
 
 
-def load_keras(path: Path) -> Source:
-    """A user's .keras or .h5 file."""
-    import keras  # heavy: imported only when a model is loaded
+def workdir() -> Path:
+    """A private folder for files a loader derives (fixed-shape ONNX, torch exports), removed at exit."""
+    if not _WORKDIR:
+        import atexit
+        import shutil
+        import tempfile
 
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as e:  # Keras raises many types for corrupt files
-        raise UsageError(
-            f"cannot load Keras model {path}: {str(e).splitlines()[0][:200]} "
-            "(is the file complete and saved with model.save()?)"
-        ) from None
-    return keras_source(model, Path(path).stem, Path(path), sha256_file(path))
+        _WORKDIR.append(tempfile.mkdtemp(prefix="edgeship-source-"))
+        atexit.register(shutil.rmtree, _WORKDIR[0], True)
+    return Path(_WORKDIR[0])
+
+
+def guess_layout(shape: List[Optional[int]]) -> str:
+    """NCHW when a 4-D input has 1/3/4 channels second and not last (PyTorch, Paddle); else NHWC."""
+    if len(shape) == 4 and shape[1] in (1, 3, 4) and shape[3] not in (1, 3, 4):
+        return "NCHW"
+    return "NHWC"

@@ -1,0 +1,304 @@
+"""A user's data -> model inputs: image folders through OpenCV, or tensors from .npz/.npy files.
+
+Images are preprocessed by a spec (the manifest's "preprocessing" key, the same keys the
+device runner reads: size [h, w], resize, color, scale, mean, std, layout), then split into
+calibration and held-out parity sets that never share a sample.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import UsageError
+from .inputs import DEFAULT_CALIBRATION, DEFAULT_HELDOUT
+from .sources import Dataset, Source, TensorSpec, guess_layout
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm"}
+RESIZE = {"area": "INTER_AREA", "linear": "INTER_LINEAR", "nearest": "INTER_NEAREST", "cubic": "INTER_CUBIC"}
+COLORS = ("rgb", "bgr", "gray")
+LAYOUTS = ("NHWC", "NCHW")
+SPEC_KEYS = ("size", "resize", "color", "scale", "mean", "std", "layout", "invert_if_light_background")
+LABEL_KEYS = ("labels", "label", "y")
+
+
+# ----------------------------------------------------------------------------- preprocessing spec
+
+
+def read_spec_file(path: str) -> Dict[str, Any]:
+    """A small .toml or .json file with the preprocessing keys (flags override it)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"preprocessing file not found: {path}")
+    try:
+        if p.suffix.lower() == ".json":
+            raw = json.loads(p.read_text())
+        else:
+            import tomllib
+
+            raw = tomllib.loads(p.read_text())
+    except Exception as e:
+        raise UsageError(f"cannot read preprocessing file {path}: {str(e).splitlines()[0]}") from None
+    raw = raw.get("preprocessing", raw) if isinstance(raw, dict) else raw
+    if not isinstance(raw, dict):
+        raise UsageError(f"preprocessing file {path} must hold a table of keys: {', '.join(SPEC_KEYS)}")
+    unknown = sorted(set(raw) - set(SPEC_KEYS))
+    if unknown:
+        raise UsageError(f"unknown key(s) {', '.join(unknown)} in {path}; known: {', '.join(SPEC_KEYS)}")
+    return raw
+
+
+def image_input(source: Source) -> TensorSpec:
+    if len(source.inputs) != 1:
+        names = ", ".join(i.name for i in source.inputs)
+        raise UsageError(f"an image folder feeds a model with one input; this one has {len(source.inputs)} ({names}): use --data FILE.npz with one array per input")
+    inp = source.inputs[0]
+    if len(inp.shape) != 4:
+        raise UsageError(f"input '{inp.name}' has shape {_show(inp.shape)}, not an image batch (4-D): use --data FILE.npz or .npy")
+    return inp
+
+
+def preprocessing_spec(source: Source, file: Optional[str] = None, **flags: Any) -> Dict[str, Any]:
+    """The full spec: the file's keys, then the flags, then defaults read off the model's input."""
+    spec: Dict[str, Any] = dict(read_spec_file(file)) if file else {}
+    spec.update({k: v for k, v in flags.items() if v is not None})
+    inp = image_input(source)
+    layout = str(spec.get("layout") or guess_layout(inp.shape)).upper()
+    if layout not in LAYOUTS:
+        raise UsageError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+    hw = inp.shape[2:4] if layout == "NCHW" else inp.shape[1:3]
+    channels = inp.shape[1] if layout == "NCHW" else inp.shape[3]
+    size = spec.get("size") or ([int(hw[0]), int(hw[1])] if None not in hw else None)
+    if not size or len(size) != 2 or any(int(v) <= 0 for v in size):
+        raise UsageError(f"input '{inp.name}' {_show(inp.shape)} has no fixed image size: give it with --image-size HxW")
+    color = str(spec.get("color") or ("gray" if channels == 1 else "rgb")).lower()
+    if color not in COLORS:
+        raise UsageError(f"color {color!r} is not one of {', '.join(COLORS)}")
+    resize = str(spec.get("resize") or "area").lower()
+    if resize not in RESIZE:
+        raise UsageError(f"resize {resize!r} is not one of {', '.join(RESIZE)}")
+    out = {
+        "size": [int(size[0]), int(size[1])],
+        "resize": resize,
+        "color": color,
+        "scale": float(spec.get("scale", 1.0 / 255.0)),
+        "mean": [float(v) for v in np.atleast_1d(spec.get("mean", [0.0]))],
+        "std": [float(v) for v in np.atleast_1d(spec.get("std", [1.0]))],
+        "layout": layout,
+    }
+    if spec.get("invert_if_light_background"):
+        out["invert_if_light_background"] = True
+    if any(s == 0 for s in out["std"]):
+        raise UsageError("std must not be 0")
+    return out
+
+
+def preprocess(img: np.ndarray, spec: Dict[str, Any]) -> np.ndarray:
+    """One uint8 image as OpenCV reads it (gray, or BGR) -> one float32 sample in the model's layout."""
+    import cv2
+
+    color = spec["color"]
+    if color == "gray":
+        if img.ndim == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+    else:
+        if img.ndim == 2:
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        elif img.shape[2] == 4:
+            img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+        if color == "rgb":
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if spec.get("invert_if_light_background") and float(np.median(img)) > 127.0:
+        img = 255 - img
+    h, w = spec["size"]
+    img = cv2.resize(img, (int(w), int(h)), interpolation=getattr(cv2, RESIZE[spec["resize"]]))
+    x = img.astype(np.float32)
+    if x.ndim == 2:
+        x = x[..., None]
+    x = x * np.float32(spec["scale"])
+    x = (x - np.asarray(spec["mean"], np.float32)) / np.asarray(spec["std"], np.float32)
+    if spec["layout"] == "NCHW":
+        x = x.transpose(2, 0, 1)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def list_images(folder: Path) -> Tuple[List[Path], Optional[List[int]], Optional[List[str]]]:
+    """(files, labels, class names): one subfolder per class, or a flat folder without labels."""
+    classes = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = [d for d in classes if any(_is_image(f) for f in d.rglob("*"))]
+    if classes:
+        names = [d.name for d in classes]
+        # Folders named 0, 1, 2 ... are the output indices themselves; other names in sorted order.
+        index = [int(n) for n in names] if all(n.isdigit() for n in names) else list(range(len(names)))
+        files, labels = [], []
+        for d, idx in zip(classes, index):
+            for f in sorted(p for p in d.rglob("*") if _is_image(p)):
+                files.append(f)
+                labels.append(idx)
+        return files, labels, names
+    return sorted(p for p in folder.iterdir() if _is_image(p)), None, None
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+
+
+def read_image_folder(folder: Path, source: Source, spec: Dict[str, Any]) -> Tuple[Dict[str, np.ndarray], Optional[np.ndarray], Optional[List[str]], int, str]:
+    """(inputs, labels, class names, undecodable count, origin) from an image folder."""
+    import cv2
+
+    files, labels, names = list_images(folder)
+    if not files:
+        raise UsageError(
+            f"data folder {folder} has no images ({', '.join(sorted(IMAGE_SUFFIXES))}): put them in it, or one subfolder per class"
+        )
+    flag = cv2.IMREAD_GRAYSCALE if spec["color"] == "gray" else cv2.IMREAD_COLOR
+    xs, ys, bad = [], [], 0
+    for i, f in enumerate(files):
+        img = cv2.imread(str(f), flag)
+        if img is None or img.size == 0:
+            bad += 1
+            continue
+        xs.append(preprocess(img, spec))
+        if labels is not None:
+            ys.append(labels[i])
+    if not xs:
+        raise UsageError(f"none of the {len(files)} image files in {folder} could be decoded by OpenCV (corrupt, or not images)")
+    inp = source.inputs[0]
+    kind = f"{len(names)} classes" if names else "no labels"
+    origin = f"images from {folder} ({len(xs)} decoded, {kind}; preprocessed with OpenCV)"
+    return {inp.name: np.stack(xs)}, (np.asarray(ys, np.int64) if labels is not None else None), names, bad, origin
+
+
+def read_tensor_file(path: Path, source: Source) -> Tuple[Dict[str, np.ndarray], Optional[np.ndarray], str]:
+    """(inputs, labels, origin) from .npy (one input) or .npz (an array per input name, optional labels)."""
+    try:
+        if path.suffix.lower() == ".npy":
+            arrays = {"": np.load(path, allow_pickle=False)}
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise UsageError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__} (a NumPy .npy/.npz file?)") from None
+    labels = next((arrays.pop(k) for k in LABEL_KEYS if k in arrays), None)
+    names = [i.name for i in source.inputs]
+    if all(n in arrays for n in names):
+        feed = {n: arrays[n] for n in names}
+    elif len(names) == 1 and len(arrays) == 1:
+        feed = {names[0]: next(iter(arrays.values()))}
+    else:
+        raise UsageError(f"{path} holds arrays {', '.join(sorted(k for k in arrays if k)) or '(one unnamed)'}; the model's inputs are {', '.join(names)}: name one array per input")
+    if not feed or any(v.ndim == 0 or len(v) == 0 for v in feed.values()):
+        raise UsageError(f"{path} holds no samples")
+    sizes = {len(v) for v in feed.values()}
+    if len(sizes) > 1 or (labels is not None and len(labels) not in sizes):
+        raise UsageError(f"arrays in {path} disagree on the number of samples: {sorted(sizes)}")
+    feed = {i.name: feed[i.name].astype(np.float32 if i.dtype.startswith("float") else i.dtype) for i in source.inputs}
+    return feed, (labels.astype(np.int64).reshape(-1) if labels is not None else None), f"tensors from {path} ({len(next(iter(feed.values())))} samples)"
+
+
+def check_fits(feed: Dict[str, np.ndarray], source: Source, hint: str) -> None:
+    for inp in source.inputs:
+        got = list(feed[inp.name].shape[1:])
+        want = inp.shape[1:]
+        if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
+            raise UsageError(
+                f"the data does not fit the model: input '{inp.name}' takes {_show([None] + list(want))} and the data gives samples of {_show(got)}; {hint}"
+            )
+
+
+# ----------------------------------------------------------------------------- split
+
+
+def split(n: int, labels: Optional[np.ndarray], n_calibration: int, n_heldout: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """(calibration, held-out) indices, disjoint; stratified by label when there are labels."""
+    if n < 2:
+        raise UsageError(f"the data has {n} sample(s); parity and calibration need at least 2 (one each, never the same)")
+    held = min(n_heldout, n - 1) if n >= n_calibration + n_heldout else max(1, min(n_heldout, round(n * n_heldout / (n_calibration + n_heldout))))
+    rng = np.random.default_rng(seed)
+    if labels is not None:
+        order = np.concatenate([rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)])
+        # interleave classes so any prefix is (nearly) stratified
+        ranks = np.concatenate([np.arange(np.sum(labels == c)) / np.sum(labels == c) for c in np.unique(labels)])
+        order = order[np.argsort(ranks, kind="stable")]
+    else:
+        order = rng.permutation(n)
+    heldout = np.sort(order[:held])
+    calibration = np.sort(order[held : held + n_calibration])
+    return calibration, heldout
+
+
+def load_dataset(
+    data: str,
+    source: Source,
+    n_calibration: int = DEFAULT_CALIBRATION,
+    n_heldout: int = DEFAULT_HELDOUT,
+    preprocess_file: Optional[str] = None,
+    seed: int = 0,
+    **flags: Any,
+) -> Tuple[Dataset, List[str]]:
+    """The user's data as a Dataset, and the warnings to show (skipped images, small splits)."""
+    path = Path(data)
+    warnings: List[str] = []
+    spec = None
+    names = None
+    if not path.exists():
+        raise UsageError(f"data not found: {data} (give a folder of images, or a .npz/.npy file)")
+    if path.is_dir():
+        spec = preprocessing_spec(source, preprocess_file, **flags)
+        feed, labels, names, bad, origin = read_image_folder(path, source, spec)
+        if bad:
+            warnings.append(f"skipped {bad} image file(s) in {path} that OpenCV could not decode")
+        check_fits(feed, source, "set --image-size, --color or --layout to match it")
+    elif path.suffix.lower() in (".npz", ".npy"):
+        if preprocess_file or any(v is not None for v in flags.values()):
+            raise UsageError("preprocessing options apply to image folders; a .npz/.npy file is used as it is")
+        feed, labels, origin = read_tensor_file(path, source)
+        check_fits(feed, source, "save the arrays in the model's layout and size")
+    else:
+        raise UsageError(f"unsupported data {data}: give a folder of images, or a .npz/.npy file")
+    n = len(next(iter(feed.values())))
+    cal, held = split(n, labels, n_calibration, n_heldout, seed)
+    if len(cal) < n_calibration or len(held) < n_heldout:
+        warnings.append(f"{n} samples: {len(cal)} for calibration and {len(held)} held out for parity (asked for {n_calibration} and {n_heldout})")
+    ds = Dataset(
+        calibration={k: v[cal] for k, v in feed.items()},
+        heldout={k: v[held] for k, v in feed.items()},
+        labels=labels[held] if labels is not None else None,
+        origin=f"{origin}: {len(held)} held out for parity, {len(cal)} others for calibration",
+        class_names=names,
+        preprocessing=spec,
+    )
+    return ds, warnings
+
+
+def generated_dataset(source: Source, n_calibration: int = 128, n_heldout: int = 64, seed: int = 0) -> Dataset:
+    """Uniform [0, 1) inputs of the model's shapes: enough to compare runtimes, not to calibrate well."""
+    rng = np.random.default_rng(seed)
+
+    def make(n: int) -> Dict[str, np.ndarray]:
+        out = {}
+        for i in source.inputs:
+            shape = [n] + [d if d is not None else 1 for d in i.shape[1:]]
+            if i.dtype.startswith("float"):
+                out[i.name] = rng.random(shape, dtype=np.float32)
+            else:
+                out[i.name] = np.zeros(shape, dtype=i.dtype)
+        return out
+
+    return Dataset(
+        calibration=make(n_calibration),
+        heldout=make(n_heldout),
+        labels=None,
+        origin=f"generated: uniform [0, 1) inputs ({n_heldout} held-out, {n_calibration} calibration)",
+        generated=True,
+    )
+
+
+def _show(dims: Sequence[Optional[int]]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"

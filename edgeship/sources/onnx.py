@@ -1,0 +1,105 @@
+"""ONNX models: checked with onnx, dynamic dimensions fixed, reference outputs from fp32 onnxruntime."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ..errors import UsageError
+from . import Source, TensorSpec, sha256_file, workdir
+from .load import InputShapes, check_shape_names, first_line, shape_for
+
+_ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool"}
+
+
+def _dims(value_info: Any) -> List[Optional[int]]:
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in value_info.type.tensor_type.shape.dim]
+
+
+def load_onnx(path: Path, shapes: InputShapes, name: Optional[str] = None, kind: str = "onnx") -> Source:
+    """Check ``path``, fix its non-batch dynamic dimensions from ``shapes``, open it in onnxruntime."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise UsageError(f"cannot load ONNX model {path}: {first_line(e)} (is the file complete and an ONNX model?)") from None
+    if not model.graph.node:
+        raise UsageError(f"cannot load ONNX model {path}: the graph has no nodes (is the file complete and an ONNX model?)")
+    init = {i.name for i in model.graph.initializer}
+    graph_inputs = [i for i in model.graph.input if i.name not in init]
+    check_shape_names([i.name for i in graph_inputs], shapes)
+    changed = False
+    inputs = []
+    for vi in graph_inputs:
+        dims = _dims(vi)
+        given = shape_for(vi.name, len(graph_inputs), shapes)
+        if given is not None:
+            if len(given) != len(dims):
+                raise UsageError(f"--input-shape for '{vi.name}' has {len(given)} dimensions, the model's input has {len(dims)}: {_show(dims)}")
+            for axis, (have, want) in enumerate(zip(dims, given)):
+                if have is not None and have != want:
+                    raise UsageError(f"--input-shape {_show(given)} does not match input '{vi.name}' {_show(dims)} (axis {axis} is fixed to {have})")
+            # The batch (first) dimension stays dynamic when the model has it dynamic.
+            new = [dims[0]] + given[1:] if dims and dims[0] is None else list(given)
+            for d, v in zip(vi.type.tensor_type.shape.dim, new):
+                if v is not None and not (d.HasField("dim_value") and d.dim_value == v):
+                    d.Clear()
+                    d.dim_value = v
+                    changed = True
+            dims = new
+        if any(d is None for d in dims[1:]):
+            example = "x".join(str(d) if d is not None else "?" for d in [1] + dims[1:])
+            raise UsageError(
+                f"ONNX input '{vi.name}' has dynamic dimensions {_show(dims)}: fix them with --input-shape {vi.name}:{example.replace('?', 'N')}"
+            )
+        elem = vi.type.tensor_type.elem_type
+        inputs.append(TensorSpec(vi.name, dims, _ONNX_DTYPES.get(elem, "float32")))
+    fixed = Path(path)
+    if changed:
+        for o in model.graph.output:  # let shape inference recompute them from the fixed inputs
+            o.type.tensor_type.ClearField("shape")
+        del model.graph.value_info[:]
+        try:
+            model = onnx.shape_inference.infer_shapes(model)
+        except Exception as e:
+            raise UsageError(f"the shapes given with --input-shape do not fit {path}: {first_line(e)}") from None
+        fixed = workdir() / f"{Path(path).stem}.{len(list(workdir().iterdir()))}.fixed.onnx"
+        onnx.save(model, str(fixed))
+    runner = open_reference(fixed, path)
+    outputs = [TensorSpec(t.name, [None if d < 0 else d for d in t.shape], t.dtype) for t in runner.outputs]
+    src = Source(
+        name or Path(path).stem,
+        kind,
+        Path(path),
+        sha256_file(path),
+        inputs,
+        outputs,
+        model=runner,
+        info={"opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)},
+        reference=runner.run,
+        onnx_path=fixed,
+    )
+    return src
+
+
+def open_reference(fixed: Path, original: Path) -> Any:
+    """fp32 onnxruntime on the (shape-fixed) model: the reference for parity. Unsupported ops named."""
+    from ..runner.runners import ONNXRunner
+
+    try:
+        return ONNXRunner(str(fixed))
+    except Exception as e:
+        msg = str(e)
+        m = re.search(r"Could not find an implementation for (\w+)\(\d+\) node with name '([^']*)'", msg)
+        if m:
+            raise UsageError(f"{original}: op {m.group(1)} (node '{m.group(2)}') is not supported by onnxruntime; replace that layer or export it with standard ONNX ops") from None
+        m = re.search(r"([\w.]*:?\w+)\(-?\d+\) is not a registered function/op", msg)
+        if m:
+            raise UsageError(f"{original}: op {m.group(1)} is not a standard ONNX op and onnxruntime has no kernel for it; replace that layer or export it with standard ONNX ops") from None
+        raise UsageError(f"onnxruntime cannot open {original}: {first_line(e)}") from None
+
+
+def _show(dims: List[Optional[int]]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
