@@ -50,6 +50,22 @@ def _export(source: Source, path: Path) -> None:
     raise UsageError(f"ONNX conversion from a {source.kind} model is not supported")
 
 
+QDQ_MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (the axis attribute) need opset 13
+
+
+def _upgrade_opset(path: Path) -> List[str]:
+    """Older models (opset < 13) are upgraded with onnx's version converter before quantizing."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(path))
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=QDQ_MIN_OPSET)
+    if opset >= QDQ_MIN_OPSET:
+        return []
+    onnx.save(version_converter.convert_version(model, QDQ_MIN_OPSET), str(path))
+    return [f"opset {opset} upgraded to {QDQ_MIN_OPSET} for per-channel QDQ"]
+
+
 def _check_standard_ops(model: Any) -> None:
     """tf2onnx logs TF ops it cannot map and leaves them in the graph: name them and their layer."""
     import onnx
@@ -69,4 +85,5 @@ def convert(source: Source, recipe: str, path: Path, dataset: Optional[Dataset],
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         export_fp32(source, fp32)
-        return quantize_onnx(fp32, recipe, path, dataset, reduce_range=profile.runtime.reduce_range)
+        notes = _upgrade_opset(fp32)
+        return notes + quantize_onnx(fp32, recipe, path, dataset, reduce_range=profile.runtime.reduce_range)

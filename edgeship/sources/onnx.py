@@ -22,8 +22,18 @@ def load_onnx(path: Path, shapes: InputShapes, name: Optional[str] = None, kind:
 
     try:
         model = onnx.load(str(path))
+    except Exception as e:
+        raise UsageError(f"cannot load ONNX model {path}: {first_line(e)} (is the file complete and an ONNX model?)") from None
+    try:
         onnx.checker.check_model(model)
     except Exception as e:
+        m = re.search(r"No Op registered for (\w+)", str(e))
+        if m:
+            nodes = [n.name or n.output[0] for n in model.graph.node if n.op_type == m.group(1)]
+            raise UsageError(
+                f"{path}: op {m.group(1)} (node '{', '.join(nodes[:3])}') is not a standard ONNX op, and neither onnxruntime nor "
+                "the quantizer can run it; replace that layer or export it with standard ONNX ops"
+            ) from None
         raise UsageError(f"cannot load ONNX model {path}: {first_line(e)} (is the file complete and an ONNX model?)") from None
     if not model.graph.node:
         raise UsageError(f"cannot load ONNX model {path}: the graph has no nodes (is the file complete and an ONNX model?)")
@@ -98,7 +108,8 @@ def open_reference(fixed: Path, original: Path) -> Any:
         m = re.search(r"([\w.]*:?\w+)\(-?\d+\) is not a registered function/op", msg)
         if m:
             raise UsageError(f"{original}: op {m.group(1)} is not a standard ONNX op and onnxruntime has no kernel for it; replace that layer or export it with standard ONNX ops") from None
-        raise UsageError(f"onnxruntime cannot open {original}: {first_line(e)}") from None
+        detail = re.sub(r"^.*?Load model from \S+ failed:(\S+:\d+ )?", "", first_line(e, 600))
+        raise UsageError(f"onnxruntime cannot open {original}: {detail[:300]}") from None
 
 
 def _show(dims: List[Optional[int]]) -> str:
