@@ -17,7 +17,7 @@ from .inputs import DEFAULT_CALIBRATION, DEFAULT_HELDOUT
 from .sources import Dataset, Source, TensorSpec, guess_layout
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm"}
-RESIZE = {"area": "INTER_AREA", "linear": "INTER_LINEAR", "nearest": "INTER_NEAREST", "cubic": "INTER_CUBIC"}
+RESIZE = ("area", "linear", "nearest", "cubic")  # OpenCV interpolations the runner knows
 COLORS = ("rgb", "bgr", "gray")
 LAYOUTS = ("NHWC", "NCHW")
 SPEC_KEYS = ("size", "resize", "color", "scale", "mean", "std", "layout", "invert_if_light_background")
@@ -96,32 +96,10 @@ def preprocessing_spec(source: Source, file: Optional[str] = None, **flags: Any)
 
 
 def preprocess(img: np.ndarray, spec: Dict[str, Any]) -> np.ndarray:
-    """One uint8 image as OpenCV reads it (gray, or BGR) -> one float32 sample in the model's layout."""
-    import cv2
+    """One image as OpenCV reads it -> one float32 sample, with the device runner's own code."""
+    from .runner.images import preprocess as runner_preprocess
 
-    color = spec["color"]
-    if color == "gray":
-        if img.ndim == 3:
-            img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
-    else:
-        if img.ndim == 2:
-            img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-        elif img.shape[2] == 4:
-            img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-        if color == "rgb":
-            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    if spec.get("invert_if_light_background") and float(np.median(img)) > 127.0:
-        img = 255 - img
-    h, w = spec["size"]
-    img = cv2.resize(img, (int(w), int(h)), interpolation=getattr(cv2, RESIZE[spec["resize"]]))
-    x = img.astype(np.float32)
-    if x.ndim == 2:
-        x = x[..., None]
-    x = x * np.float32(spec["scale"])
-    x = (x - np.asarray(spec["mean"], np.float32)) / np.asarray(spec["std"], np.float32)
-    if spec["layout"] == "NCHW":
-        x = x.transpose(2, 0, 1)
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return runner_preprocess(img, spec, [])[0]
 
 
 # ----------------------------------------------------------------------------- reading
