@@ -68,12 +68,6 @@ class BuildResult:
         return not self.failures
 
 
-def load_source(model: Optional[str], sample: str, retrain: bool, progress: Progress):
-    """(source, dataset, training metrics) for a user's model (with generated data) or the built-in sample."""
-    source, dataset, training, _ = load_inputs(Inputs(model=model), sample, retrain, progress)
-    return source, dataset, training
-
-
 def host_threads(profile: TargetProfile) -> int:
     """The profile's thread count, capped at this host's cores (more would only oversubscribe)."""
     cores = os.cpu_count() or 1

@@ -14,7 +14,6 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from ..errors import UsageError
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
