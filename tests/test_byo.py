@@ -419,3 +419,35 @@ def test_some_undecodable_images_are_skipped_with_a_count(models, tmp_path, samp
     data, warnings = load_dataset(str(tmp_path), src, n_calibration=3, n_heldout=3)
     assert "skipped 2 image file(s)" in warnings[0]
     assert data.labels is None and len(data.heldout["image"]) == 3 and len(data.calibration["image"]) == 3
+
+
+# ----------------------------------------------------------------------------- small pieces
+
+
+def test_input_shapes_and_preprocessing_file(tmp_path, models):
+    from edgeship.data import preprocessing_spec
+    from edgeship.errors import UsageError
+    from edgeship.sources.load import load_model, parse_input_shapes
+
+    assert parse_input_shapes(["x:1x3x48x192", "2,4"]) == {"x": [1, 3, 48, 192], None: [2, 4]}
+    with pytest.raises(UsageError, match="bad --input-shape"):
+        parse_input_shapes(["x:1x0x3"])
+    src = load_model(str(models["keras"]))
+    spec_file = tmp_path / "pre.toml"
+    spec_file.write_text('color = "gray"\nsize = [16, 16]\nresize = "cubic"\nmean = [0.5]\n')
+    spec = preprocessing_spec(src, str(spec_file), size=[8, 8])  # flags win over the file
+    assert spec == {"size": [8, 8], "resize": "cubic", "color": "gray", "scale": 1 / 255, "mean": [0.5], "std": [1.0], "layout": "NHWC"}
+    spec_file.write_text('colour = "gray"\n')
+    with pytest.raises(UsageError, match="unknown key.*colour"):
+        preprocessing_spec(src, str(spec_file))
+
+
+def test_split_is_disjoint_and_stratified():
+    from edgeship.data import split
+
+    labels = np.repeat(np.arange(4), 25)
+    cal, held = split(100, labels, n_calibration=40, n_heldout=40)
+    assert len(cal) == 40 and len(held) == 40 and not set(cal) & set(held)
+    assert sorted(np.bincount(labels[held])) == [10, 10, 10, 10]
+    cal, held = split(10, None, n_calibration=200, n_heldout=200)  # too few: both shrink, still disjoint
+    assert len(cal) + len(held) == 10 and not set(cal) & set(held)

@@ -17,19 +17,20 @@ from .tf_graph import TF_KINDS, tf_function
 OPSET = 17
 
 
-_FP32: Dict[str, bytes] = {}  # source sha256 -> exported bytes: one export serves every ONNX recipe
+_FP32: Dict[str, bytes] = {}  # source sha256 (+ signature) -> exported bytes: one export serves every ONNX recipe
 
 
 def export_fp32(source: Source, path: Path) -> None:
     if source.onnx_path is not None:  # ONNX (shapes fixed) and torch exports: already ONNX
         shutil.copyfile(source.onnx_path, path)
         return
-    cached = _FP32.get(source.sha256)
+    key = f"{source.sha256}:{source.info.get('signature', '')}"  # a SavedModel's signatures share one sha256
+    cached = _FP32.get(key)
     if cached is not None:
         path.write_bytes(cached)
         return
     _export(source, path)
-    _FP32[source.sha256] = path.read_bytes()
+    _FP32[key] = path.read_bytes()
 
 
 def _export(source: Source, path: Path) -> None:
