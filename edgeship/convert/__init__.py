@@ -63,7 +63,8 @@ class Skipped(Exception):
 def plan(source: Source, profile: TargetProfile) -> List[ArtifactSpec]:
     """The profile's buildable artifacts; for a TFLite source, the file's own recipe is always among them."""
     specs = list(profile.buildable)
-    if source.kind == "tflite" and source.recipe and not any(s.key == f"tflite:{source.recipe}" for s in specs):
+    own = f"tflite:{source.recipe}"
+    if source.kind == "tflite" and source.recipe and profile.format_unavailable("tflite") is None and not any(s.key == own for s in specs):
         specs.insert(0, ArtifactSpec("tflite", source.recipe))
     return specs
 
