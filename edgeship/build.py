@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .convert import Artifact, Skipped, conversion_options, convert, plan
+from .data import generated_dataset  # noqa: F401  (moved to data.py; importable from here)
 from .errors import UsageError
 from .parity import ParityResult, compare
 from .progress import Progress
@@ -66,6 +67,12 @@ class BuildResult:
     @property
     def passed(self) -> bool:
         return not self.failures
+
+
+def load_source(model: Optional[str], sample: str, retrain: bool, progress: Progress):
+    """(source, dataset, training metrics) for a model with generated data, or the built-in sample."""
+    source, dataset, training, _ = load_inputs(Inputs(model=model), sample, retrain, progress)
+    return source, dataset, training
 
 
 def host_threads(profile: TargetProfile) -> int:

@@ -37,10 +37,10 @@ def load_reference(path: Path) -> Tuple[Optional[Source], Any]:
     path = Path(path)
     if not path.exists():
         raise UsageError(f"reference model not found: {path}")
-    if path.suffix in (".keras", ".h5"):
-        from .sources import load_keras
+    if path.suffix in (".keras", ".h5") or path.is_dir():  # Keras files and SavedModel folders
+        from .sources.load import load_model
 
-        src = load_keras(path)
+        src = load_model(str(path))
         return src, src.predict
     if path.suffix in (".onnx", ".tflite"):
         from .runner.runners import open_runner
@@ -55,7 +55,7 @@ def bundle_source(manifest: Data) -> Optional[Source]:
     m = manifest.get("model", {})
     p = Path(m.get("path") or "")
     if m.get("kind") == "keras" and p.is_file() and sha256_file(p) == m.get("sha256"):
-        from .sources import load_keras
+        from .sources.keras import load_keras
 
         return load_keras(p)
     return None

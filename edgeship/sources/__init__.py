@@ -130,3 +130,12 @@ def guess_layout(shape: List[Optional[int]]) -> str:
     if len(shape) == 4 and shape[1] in (1, 3, 4) and shape[3] not in (1, 3, 4):
         return "NCHW"
     return "NHWC"
+
+
+def __getattr__(name: str) -> Any:
+    """``keras_source`` and ``load_keras`` moved to sources/keras.py; still importable from here."""
+    if name in ("keras_source", "load_keras"):
+        from . import keras as _keras
+
+        return getattr(_keras, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
