@@ -38,8 +38,13 @@ ONNX2TF_SKIP = (
 )
 
 
-def converter_for(source: Source) -> Tuple[Any, Any]:
-    """(TFLiteConverter, frozen concrete function) for a Keras model or a SavedModel signature."""
+def converter_for(source: Source) -> Any:
+    """A TFLiteConverter for a Keras model or a SavedModel signature."""
+    return frozen_converter(source)[0]
+
+
+def frozen_converter(source: Source) -> Tuple[Any, Any]:
+    """(TFLiteConverter, frozen concrete function): the graph names the layer of an op TFLite lacks."""
     import tensorflow as tf
 
     if source.kind not in TF_KINDS:
@@ -65,7 +70,7 @@ def convert(source: Source, recipe: str, path: Path, dataset: Optional[Dataset],
         return [f"the given {source.recipe} TFLite file, unchanged"]
     if source.kind in ("onnx", "torch"):
         raise Skipped(ONNX2TF_SKIP)
-    conv, frozen = converter_for(source)
+    conv, frozen = frozen_converter(source)
     notes: List[str] = []
     if recipe == "fp16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
