@@ -38,3 +38,10 @@ class DeviceError(EdgeshipError):
 
 class CheckFailed(EdgeshipError):
     exit_code = EXIT_CHECK_FAILED
+
+
+class UnsupportedOps(UsageError, ConversionError):
+    """The model uses ops the target format has no kernel for: a conversion failure whose fix is
+    in the model (replace the named layer), so it exits as bad input (2)."""
+
+    exit_code = EXIT_USAGE

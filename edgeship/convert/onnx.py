@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..errors import UsageError
+from ..errors import UnsupportedOps, UsageError
 from . import Skipped
 from ..quantize import quantize_onnx
 from ..sources import Dataset, Source
@@ -74,7 +74,7 @@ def _check_standard_ops(model: Any) -> None:
     bad = [n for n in model.graph.node if n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type)]
     if bad:
         where = ", ".join(f"{n.op_type} at {n.name.rsplit('/', 1)[0] or n.name}" for n in bad[:5])
-        raise UsageError(
+        raise UnsupportedOps(
             f"the model uses TensorFlow ops that have no ONNX equivalent ({where}); replace that layer with standard ops"
         )
 

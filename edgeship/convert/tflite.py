@@ -12,7 +12,7 @@ from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import ConversionError, UsageError
+from ..errors import ConversionError, UnsupportedOps, UsageError
 from ..recipes import RECIPES
 from ..sources import Dataset, Source
 from ..targets import TargetProfile
@@ -101,7 +101,7 @@ def convert(source: Source, recipe: str, path: Path, dataset: Optional[Dataset],
     except Exception as e:
         unsupported = _unsupported_ops(str(e), frozen)
         if unsupported:  # no kernel at all in TFLite: the model is the problem (exit 2), named with its layer
-            raise UsageError(unsupported) from None
+            raise UnsupportedOps(f"{source.name} cannot be converted to TFLite {recipe}: {unsupported}") from None
         named = _ops_in(str(e))
         if named:
             raise ConversionError(f"{source.name} cannot be converted to TFLite {recipe}: {named}") from e
@@ -127,18 +127,18 @@ def _require_integer_only(model: str, recipe: str, path: Path) -> None:
 
 
 def _unsupported_ops(message: str, frozen: Any) -> str:
-    """'the model uses Igamma (Igamma in layer functional/weird_1) ...' when TFLite has no kernel for an op."""
-    m = re.search(r"(?:Custom|Flex) ops: ([\w, ]+)", message)
+    """'ops TFLite has no builtin kernel for: Igamma (at layer functional/weird_1); ...' or ''."""
+    m = re.search(r"(?:Custom|Flex|TF Select) ops: ([\w, ]+)", message)
     if not m:
         m = re.search(r"'tf\.(\w+)' op is neither a custom op nor a flex op", message)
     if not m:
         return ""
     ops = [o.strip() for o in m.group(1).split(",") if o.strip()]
-    nodes = [n.name for n in frozen.graph.as_graph_def().node if n.op in ops]
+    nodes = [n.name.replace("StatefulPartitionedCall/", "") for n in frozen.graph.as_graph_def().node if n.op in ops]
     where = ", ".join(f"{n.rsplit('/', 1)[-1]} in layer {n.rsplit('/', 1)[0]}" if "/" in n else n for n in nodes[:5])
     return (
-        f"the model uses {', '.join(ops)} ({where or 'location unknown'}), which TFLite has no builtin kernel for; "
-        "replace that layer with standard ops"
+        f"ops TFLite has no builtin kernel for: {', '.join(ops)} ({where or 'location unknown'}); "
+        "replace that layer with standard ops (TF Select/Flex kernels are not carried by edge runtimes)"
     )
 
 
