@@ -7,8 +7,8 @@ from __future__ import annotations
 # Documented exit codes (README "Exit codes").
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1  # a required artifact missed its parity/latency budget, or a regression
-EXIT_USAGE = 2  # bad input: arguments, profiles, model files, data
-EXIT_CONVERSION = 3  # a real converter could not produce an artifact (e.g. unsupported ops)
+EXIT_USAGE = 2  # bad input: arguments, profiles, model files, data, ops a format has no kernel for
+EXIT_CONVERSION = 3  # a real converter could not produce an artifact (e.g. not integer-only for an NPU)
 EXIT_DEVICE = 4  # a device could not be reached or lacks what the runner needs
 EXIT_INTERRUPTED = 130
 
