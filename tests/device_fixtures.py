@@ -22,17 +22,14 @@ from typing import Dict, Iterator, List
 
 import pytest
 
+from edgeship import venvs
+
 # name -> pinned requirements. The first is what many Raspberry Pi images carry (NumPy 1 with
 # tflite-runtime 2.14); the second is the current stack (NumPy 2, LiteRT, onnxruntime).
 VENV_REQUIREMENTS: Dict[str, List[str]] = {
     "np1-tflite-runtime": ["numpy==1.26.4", "tflite-runtime==2.14.0"],
     "np2-litert-ort": ["numpy==2.4.6", "ai-edge-litert==2.3.0", "onnxruntime==1.31.1"],
 }
-
-
-def base_python() -> str:
-    """The interpreter behind the test's own venv (a venv made from a venv would chain to it anyway)."""
-    return getattr(sys, "_base_executable", None) or shutil.which("python3") or sys.executable
 
 
 def venv_dir(requirements: List[str]) -> Path:
@@ -43,33 +40,7 @@ def venv_dir(requirements: List[str]) -> Path:
 
 def ensure_venv(requirements: List[str]) -> Path:
     """The python of a venv holding exactly ``requirements`` (created once, renamed into place when complete)."""
-    dest = venv_dir(requirements)
-    python = dest / "bin" / "python"
-    if (dest / "edgeship-requirements.txt").is_file() and python.exists():
-        return python
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = dest.with_name(f"{dest.name}.partial-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
-    # No --copies: the venv's python must find its stdlib; the base interpreter stays where it is.
-    subprocess.run([base_python(), "-m", "venv", str(work)], check=True, capture_output=True, text=True)
-    pip = subprocess.run(
-        [str(work / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--only-binary=:all:", *requirements],
-        capture_output=True,
-        text=True,
-    )
-    if pip.returncode != 0:
-        shutil.rmtree(work, ignore_errors=True)
-        raise RuntimeError(f"pip install {' '.join(requirements)} failed:\n{pip.stderr[-2000:]}")
-    (work / "edgeship-requirements.txt").write_text("\n".join(requirements) + "\n")
-    shutil.rmtree(dest, ignore_errors=True)
-    try:
-        os.replace(work, dest)
-    except OSError:  # another test session finished the same venv first: use theirs
-        shutil.rmtree(work, ignore_errors=True)
-        if not (dest / "edgeship-requirements.txt").is_file():
-            raise
-    # venv scripts carry the creation path in their shebangs; the python symlink does not, and we only use it.
-    return python
+    return venvs.ensure_venv(venv_dir(requirements), requirements)
 
 
 @pytest.fixture(scope="session")

@@ -149,7 +149,7 @@ def test_python_or_numpy_missing(sshd: SSHServer, bundle: Path, tmp_path: Path) 
     r = run_cli("deploy", str(bundle), "--device", f"ssh://{sshd.alias}?python=/no/such/python3", "--ssh-config", str(sshd.config))
     assert r.returncode == 4 and "Python not found as '/no/such/python3'" in r.stderr and "apt install python3" in r.stderr
     no_traceback(r)
-    from tests.device_fixtures import base_python
+    from edgeship.venvs import base_python
 
     bare = tmp_path / "bare"
     subprocess.run([base_python(), "-m", "venv", "--without-pip", str(bare)], check=True)
