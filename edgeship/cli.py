@@ -122,6 +122,30 @@ def train(sample: str, retrain: bool) -> None:
 
 
 @cli.group()
+def setup() -> None:
+    """Install optional converters whose pins clash with edgeship's, each in its own environment."""
+
+
+@setup.command("onnx2tf")
+@click.option("--into", type=click.Path(file_okay=False), default=None, help="Folder of the venv (default: the edgeship cache).")
+@click.option("--force", is_flag=True, help="Rebuild the environment even if it is complete.")
+def setup_onnx2tf(into: Optional[str], force: bool) -> None:
+    """onnx2tf (TensorFlow 2.19) for TFLite artifacts from ONNX and PyTorch models; needs PyPI, once."""
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from .convert import onnx2tf
+
+    dest = Path(into) if into else onnx2tf.default_env()
+    with Console(stderr=True).status(f"installing onnx2tf {onnx2tf.VERSION} and TensorFlow 2.19 into {dest} (about a minute)"):
+        python = onnx2tf.setup(dest, force=force)
+    click.echo(f"onnx2tf {onnx2tf.VERSION} ready: {python}")
+    if into:
+        click.echo(f"builds use it when {onnx2tf.ENV_VAR}={python} is set")
+
+
+@cli.group()
 def targets() -> None:
     """List and show hardware target profiles."""
 

@@ -46,6 +46,26 @@ def package_dir(module: str, tmp_root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def onnx2tf_python() -> Any:
+    """onnx2tf's own environment, made by `edgeship setup onnx2tf` (cached with the device venvs)."""
+    import os
+
+    from edgeship.convert import onnx2tf
+
+    root = Path(os.environ.get("EDGESHIP_TEST_VENVS") or Path.home() / ".cache" / "edgeship" / "test-venvs")
+    r = run_cli("setup", "onnx2tf", "--into", str(root / f"onnx2tf-{onnx2tf.VERSION}"), timeout=1800)
+    assert r.returncode == 0, r.stderr[-2000:]
+    python = r.stdout.split("ready: ", 1)[1].split()[0]
+    old = os.environ.get(onnx2tf.ENV_VAR)
+    os.environ[onnx2tf.ENV_VAR] = python  # in-process builds and run_cli subprocesses alike
+    yield python
+    if old is None:
+        os.environ.pop(onnx2tf.ENV_VAR, None)
+    else:
+        os.environ[onnx2tf.ENV_VAR] = old
+
+
+@pytest.fixture(scope="session")
 def models(sample: Any, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     """The trained digits model saved in each TensorFlow format, and an int8 TFLite file of it."""
     import tensorflow as tf
@@ -200,19 +220,39 @@ def test_savedmodel_with_several_signatures_needs_signature(tmp_path):
     np.testing.assert_allclose(np.load(res.bundle / "parity" / "reference.npz")["y"], x * x, rtol=1e-6)
 
 
-def test_onnx_dynamic_batch_nchw_two_inputs_two_outputs(tmp_path):
+def test_onnx_dynamic_batch_nchw_two_inputs_two_outputs(tmp_path, onnx2tf_python):
     path = dynamic_onnx(tmp_path / "two.onnx")
     rng = np.random.default_rng(0)
     npz = tmp_path / "t.npz"
     np.savez(npz, pixels=rng.random((60, 3, 16, 16), dtype=np.float32), gain=rng.random((60, 8), dtype=np.float32))
     res = run_build(target="arm64", out=str(tmp_path / "b"), runs=5, inputs=Inputs(model=str(path), data=str(npz), calibration_samples=30, heldout_samples=30))
     assert res.source.inputs[0].shape == [None, 3, 16, 16]
-    assert {a.key for a in res.artifacts} == {"onnx:int8", "onnx:fp32"}
-    assert set(res.skipped) == {"tflite:int8", "tflite:fp32"} and "onnx2tf" in res.skipped["tflite:int8"]
-    fp32 = res.parity["onnx:fp32"]
-    assert [o.name for o in fp32.outputs] == ["logits", "features"] and fp32.passed
-    assert all(o.snr_db > 20 for o in res.parity["onnx:int8"].outputs)
-    assert res.latency["onnx:int8"].measured
+    assert {a.key for a in res.artifacts} == {"onnx:int8", "onnx:fp32", "tflite:int8", "tflite:fp32"} and not res.skipped
+    for key in ("onnx:fp32", "tflite:fp32"):  # TFLite through onnx2tf keeps NCHW input, both inputs and named outputs
+        fp32 = res.parity[key]
+        assert [o.name for o in fp32.outputs] == ["logits", "features"] and fp32.passed
+        assert all(o.max_abs < 1e-4 for o in fp32.outputs), key
+    tfl = next(a for a in res.artifacts if a.key == "tflite:int8")
+    assert [i["shape"] for i in tfl.inputs] == [[1, 3, 16, 16], [1, 8]] and any("onnx2tf" in n for n in tfl.notes)
+    assert [o["name"] for o in tfl.outputs] == ["features", "logits"]  # TFLite's own order, named like the model's
+    for key in ("onnx:int8", "tflite:int8"):
+        assert all(o.snr_db > 20 for o in res.parity[key].outputs), key
+        assert res.latency[key].measured
+
+
+def test_tflite_from_onnx_needs_onnx2tf_environment(tmp_path, monkeypatch):
+    from edgeship.convert import onnx2tf
+
+    path = dynamic_onnx(tmp_path / "two.onnx")
+    monkeypatch.delenv(onnx2tf.ENV_VAR, raising=False)
+    r = run_cli("build", "--model", str(path), "--target", "arm64", "--runs", "3", "--out", str(tmp_path / "b"), env={"EDGESHIP_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode in (0, 1), r.stderr[-3000:]
+    skipped = report(tmp_path / "b")["skipped"]
+    assert set(skipped) == {"tflite:int8", "tflite:fp32"} and "edgeship setup onnx2tf" in skipped["tflite:fp32"]
+    r = run_cli("build", "--model", str(path), "--target", "arm64", "--out", str(tmp_path / "c"), env={onnx2tf.ENV_VAR: str(tmp_path / "nopython")})
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(errors) == 1 and "EDGESHIP_ONNX2TF_PYTHON" in errors[0]
+    assert not (tmp_path / "c").exists()
 
 
 def test_tflite_file_is_validated_as_it_is(models, digit_images, tmp_path):
@@ -226,7 +266,7 @@ def test_tflite_file_is_validated_as_it_is(models, digit_images, tmp_path):
     assert res.latency["tflite:int8"].p50_ms > 0
 
 
-def test_pytorch_module_exported_by_torch(tmp_path):
+def test_pytorch_module_exported_by_torch(tmp_path, onnx2tf_python):
     torch = pytest.importorskip("torch")
     (tmp_path / "mynets.py").write_text(
         "import torch\n"
@@ -257,13 +297,14 @@ def test_pytorch_module_exported_by_torch(tmp_path):
     assert data["model"]["kind"] == "torch" and data["model"]["module"] == "mynets:make"
     fp32 = next(a for a in data["artifacts"] if a["key"] == "onnx:fp32")
     assert fp32["passed"] and fp32["parity"]["outputs"][0]["max_abs"] < 1e-4  # torch forward vs its ONNX export
-    assert "onnx2tf" in data["skipped"]["tflite:fp32"]
+    tfl = next(a for a in data["artifacts"] if a["key"] == "tflite:fp32")  # torch -> ONNX -> onnx2tf -> TFLite
+    assert tfl["passed"] and tfl["parity"]["outputs"][0]["max_abs"] < 1e-4 and not data["skipped"]
 
 
 # ----------------------------------------------------------------------------- third-party pretrained models
 
 
-def test_pretrained_paddleocr_classifier_onnx_from_pypi(tmp_path_factory, tmp_path):
+def test_pretrained_paddleocr_classifier_onnx_from_pypi(tmp_path_factory, tmp_path, onnx2tf_python):
     model = package_dir("rapidocr_onnxruntime", tmp_path_factory.getbasetemp()) / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
     images = text_images(tmp_path / "text")
     r = run_cli(
@@ -278,9 +319,11 @@ def test_pretrained_paddleocr_classifier_onnx_from_pypi(tmp_path_factory, tmp_pa
         o = a["parity"]["outputs"][0]
         assert o["reference_accuracy"] >= 0.9  # the real model tells upright from upside-down text
         assert a["latency"]["p50_ms"] > 0
-    assert {a["key"] for a in data["artifacts"]} == {"onnx:int8", "onnx:fp32"}
+    assert {a["key"] for a in data["artifacts"]} == {"onnx:int8", "onnx:fp32", "tflite:int8", "tflite:fp32"}
+    tfl = next(a for a in data["artifacts"] if a["key"] == "tflite:fp32")  # Paddle's graph through onnx2tf
+    assert tfl["parity"]["outputs"][0]["max_abs"] < 1e-4
     md = (tmp_path / "b" / "report.md").read_text()
-    assert "model_int8.onnx" in md and "onnx2tf" in md
+    assert "model_int8.onnx" in md and "model_int8.tflite" in md
 
 
 def test_pretrained_blazeface_fp16_tflite_from_pypi(tmp_path_factory, tmp_path):

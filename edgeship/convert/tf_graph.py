@@ -21,11 +21,18 @@ def tf_function(source: Source) -> Tuple[Any, list]:
         from ..sources.savedmodel import signature_function
 
         sig = signature_function(source)
+        # onnx2tf's SavedModels name outputs output_0..n and may return them channels-last.
+        keys = source.info.get("output_keys", {})
+        perms = source.info.get("output_perms", {})
+
+        def output(res: Any, name: str) -> Any:
+            t = res[keys.get(name, name)]
+            return tf.transpose(t, perms[name]) if name in perms else t
 
         @tf.function(input_signature=spec)
         def serve_signature(*args: Any) -> Any:
             res = sig(**{i.name: a for i, a in zip(source.inputs, args)})
-            return {o.name: res[o.name] for o in source.outputs}
+            return {o.name: output(res, o.name) for o in source.outputs}
 
         return serve_signature, spec
     model = source.model

@@ -1,7 +1,7 @@
 """Keras/SavedModel -> TFLite/LiteRT with TFLiteConverter, one branch per recipe.
 
 A TFLite source is passed through for its own recipe only (its float weights are gone).
-ONNX and torch sources would need onnx2tf, which does not work with this stack: skipped.
+ONNX and torch sources go through onnx2tf (its own environment, see onnx2tf.py) to a SavedModel first.
 """
 from __future__ import annotations
 
@@ -31,13 +31,6 @@ def representative(source: Source, dataset: Dataset) -> Any:
     return gen
 
 
-ONNX2TF_SKIP = (
-    "TFLite from an ONNX model needs onnx2tf, which does not work with this stack (onnx2tf 1.29 pins "
-    "tensorflow 2.19, numpy 1.26 and onnx 1.19; with tensorflow 2.21 it fails mid-conversion and it fetches "
-    "sample data from the network): build TFLite from the original Keras/TensorFlow model, or ship the ONNX artifacts"
-)
-
-
 def converter_for(source: Source) -> Any:
     """A TFLiteConverter for a Keras model or a SavedModel signature."""
     return frozen_converter(source)[0]
@@ -47,6 +40,10 @@ def frozen_converter(source: Source) -> Tuple[Any, Any]:
     """(TFLiteConverter, frozen concrete function): the graph names the layer of an op TFLite lacks."""
     import tensorflow as tf
 
+    if source.kind in ("onnx", "torch"):
+        from .onnx2tf import tf_source
+
+        source = tf_source(source)
     if source.kind not in TF_KINDS:
         raise UsageError(f"TFLite conversion from a {source.kind} model is not supported")
     fn, _ = tf_function(source)
@@ -68,10 +65,12 @@ def convert(source: Source, recipe: str, path: Path, dataset: Optional[Dataset],
             )
         shutil.copyfile(source.path, path)
         return [f"the given {source.recipe} TFLite file, unchanged"]
-    if source.kind in ("onnx", "torch"):
-        raise Skipped(ONNX2TF_SKIP)
     conv, frozen = frozen_converter(source)
     notes: List[str] = []
+    if source.kind in ("onnx", "torch"):
+        from .onnx2tf import VERSION
+
+        notes.append(f"from the ONNX graph through onnx2tf {VERSION} (inputs keep the ONNX layout), then TFLiteConverter")
     if recipe == "fp16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]
@@ -107,10 +106,28 @@ def convert(source: Source, recipe: str, path: Path, dataset: Optional[Dataset],
             raise ConversionError(f"{source.name} cannot be converted to TFLite {recipe}: {named}") from e
         raise
     path.write_bytes(flat)
+    _name_outputs(path, source)
     if RECIPES[recipe].integer_only:
         _require_integer_only(source.name, recipe, path)
         notes.append("integer-only: every op and tensor in the file checked (int8/uint8/int32, no float fallback)")
     return notes
+
+
+def _name_outputs(path: Path, source: Source) -> None:
+    """Give the outputs the model's names: TFLite calls them Identity, Identity_1, ... in the
+    graph's flattened (sorted-key) order, which pairs them wrongly by position with several outputs."""
+    import tensorflow as tf
+    from tensorflow.lite.tools import flatbuffer_utils as fb
+
+    names = tf.nest.flatten({o.name: o.name for o in source.outputs})
+    model = fb.read_model(str(path))
+    sg = model.subgraphs[0]
+    taken = {t.name for i, t in enumerate(sg.tensors) if i not in set(sg.outputs)}
+    if len(sg.outputs) != len(names) or any(n.encode() in taken for n in names):
+        return
+    for idx, name in zip(sg.outputs, names):
+        sg.tensors[idx].name = name.encode()
+    fb.write_model(model, str(path))
 
 
 def _require_integer_only(model: str, recipe: str, path: Path) -> None:
