@@ -155,12 +155,14 @@ def test_interrupted_build_leaves_no_bundle_and_keeps_the_old_one(sample, tmp_pa
     (out / "manifest.json").write_text('{"old": true}')
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgeship", "build", "--target", "arm64", "--out", str(out)],
+        # A million timed runs: the build is surely still going when the signal lands (with the cached
+        # model the rest of a normal build takes well under a second, and it could finish first).
+        [sys.executable, "-m", "edgeship", "build", "--target", "arm64", "--out", str(out), "--runs", "1000000"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
     )
     assert proc.stderr is not None
     for line in proc.stderr:
-        if "parity of" in line:  # conversion has begun writing artifacts into the temporary folder
+        if "timing" in line:  # every artifact and its parity are in the temporary folder by now
             proc.send_signal(signal.SIGINT)
             break
     rest = proc.stderr.read()
