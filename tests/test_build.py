@@ -159,6 +159,9 @@ def test_interrupted_build_leaves_no_bundle_and_keeps_the_old_one(sample, tmp_pa
         # model the rest of a normal build takes well under a second, and it could finish first).
         [sys.executable, "-m", "edgeship", "build", "--target", "arm64", "--out", str(out), "--runs", "1000000"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
+        # A shell's background job inherits SIGINT ignored, and Python then never raises KeyboardInterrupt:
+        # give the build the default disposition, as a terminal user's Ctrl-C has.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stderr is not None
     for line in proc.stderr:
