@@ -117,6 +117,26 @@ def test_device_check_prints_facts_and_what_to_install(sshd: SSHServer, device_v
     no_traceback(r)
 
 
+def test_ssh_calls_share_one_connection_and_close_it(sshd: SSHServer, tmp_path: Path) -> None:
+    from edgeship.devices.ssh import SSHDevice
+
+    dev = SSHDevice.from_url(f"ssh://{sshd.alias}", ssh_config=str(sshd.config))
+    assert dev.run(["true"]).returncode == 0
+    control = dev._control_dir
+    assert control and len(list(Path(control).iterdir())) == 1  # the master's socket
+    check = ["ssh", *dev._options("-p"), "-O", "check", dev.dest]
+    assert subprocess.run(check, capture_output=True, text=True).returncode == 0  # a live master
+    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / "f.txt").write_text("x")
+    dev.upload(tmp_path / "up", "/tmp/edgeship-mux-test")  # scp rides the same master
+    assert dev.run(["cat", "/tmp/edgeship-mux-test/f.txt"]).stdout == "x"
+    dev.remove("/tmp/edgeship-mux-test")
+    assert len(list(Path(control).iterdir())) == 1
+    dev.close()
+    assert not Path(control).exists()
+    assert subprocess.run(["pgrep", "-f", f"ControlPath={control}"], capture_output=True).returncode == 1  # master gone
+
+
 # --------------------------------------------------------------------------- failures say what happened
 
 

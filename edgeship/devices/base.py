@@ -47,6 +47,9 @@ class Device(ABC):
         except DeviceError:
             pass
 
+    def close(self) -> None:
+        """Release what the device holds open between calls (an SSH master connection)."""
+
     def python_install_hint(self) -> str:
         return "sudo apt install python3 python3-pip   (or name another Python with ?python=PATH / --remote-python)"
 

@@ -309,6 +309,8 @@ def deploy(
         except (DeviceError, CheckFailed) as e:
             shutil.rmtree(outputs.parent, ignore_errors=True)
             return {"device": dev.label, "error": str(e), "exit_code": e.exit_code, "artifacts": [], "passed": False, "failures": [str(e)]}
+        finally:
+            dev.close()
 
     with ThreadPoolExecutor(max_workers=max(1, len(devices))) as pool:
         return list(pool.map(one, devices))
@@ -318,9 +320,10 @@ def device_check(device: Device, bundle: Optional[Path] = None, remote_dir: Opti
     """The device's facts and what to install there (against a bundle's artifacts when given)."""
     from ..bundle import load_manifest
 
-    info = probe(device, make_workdir=True, base=remote_dir)
     tmp: Optional[Path] = None
+    info: Dict[str, Any] = {}
     try:
+        info = probe(device, make_workdir=True, base=remote_dir)
         if bundle is not None:
             manifest = load_manifest(bundle)
             files = runner_files(bundle, manifest, manifest["artifacts"], with_data=False)
@@ -332,6 +335,8 @@ def device_check(device: Device, bundle: Optional[Path] = None, remote_dir: Opti
         rb = stage(device, files, info, 300)
         return run_runner(device, info, rb, ["check"] + ([rb] if bundle is not None else []), 300, ok=(0, 4))
     finally:
-        device.remove(info["workdir"])
+        if info:
+            device.remove(info["workdir"])
+        device.close()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
