@@ -60,7 +60,8 @@ def _key(a: Data) -> str:
 
 
 def compare_reports(old: Data, new: Data, max_latency_increase: float = 10.0) -> List[Row]:
-    """Rows for every check, latency and size figure of the artifacts of both reports."""
+    """Rows for every check, latency and size figure of the artifacts of both reports, then the
+    same for each device section (parity and latency measured on the device by `deploy`)."""
     rows: List[Row] = []
     olds = {_key(a): a for a in old["artifacts"]}
     news = {_key(a): a for a in new["artifacts"]}
@@ -69,37 +70,67 @@ def compare_reports(old: Data, new: Data, max_latency_increase: float = 10.0) ->
             rows.append(Row(a["path"], "artifact", None, None, "REGRESSION" if a.get("required", True) else "missing", "not in the new report"))
     for key, n in news.items():
         o = olds.get(key)
-        name = n["path"]
-        old_checks = {(c["output"], c["metric"]): c for c in (o["parity"]["checks"] if o else [])}
-        for c in n["parity"]["checks"]:
-            oc = old_checks.get((c["output"], c["metric"]))
-            what = f"{c['output']}.{c['metric']} ({c['op']} {c['threshold']:.6g})"
-            ov = oc["value"] if oc else None
-            if not c["passed"]:
-                status = "REGRESSION" if n.get("required", True) else "worse"
-                why = c.get("message") or "past the budget"
-                if oc is not None and not oc["passed"]:
-                    why += " (already past it in the old report)"
-            elif oc is None:
-                status, why = "new", ""
-            else:
-                better = (c["value"] or 0) >= (ov or 0) if c["op"] == ">=" else (c["value"] or 0) <= (ov or 0)
-                status = "ok" if c["value"] == ov else ("improved" if better else "worse")
-                why = ""
-            rows.append(Row(name, what, ov, c["value"], status, why))
-        ol, nl = (o or {}).get("latency"), n.get("latency")
-        if ol and nl and ol.get("measured", True) and nl.get("measured", True):
-            growth = 100.0 * (nl["p50_ms"] - ol["p50_ms"]) / ol["p50_ms"] if ol["p50_ms"] > 0 else 0.0
-            if growth > max_latency_increase:
-                status = "REGRESSION" if n.get("required", True) else "worse"
-                why = f"p50 grew {growth:.1f}% (allowed: {max_latency_increase:g}%)"
-            else:
-                status, why = ("improved" if growth < 0 else "ok"), ""
-            rows.append(Row(name, "latency p50 ms", ol["p50_ms"], nl["p50_ms"], status, why))
-        elif nl and not nl.get("measured", True):
-            rows.append(Row(name, "latency p50 ms", None, None, "ok", f"not measured: {nl.get('reason', '')}"))
+        rows += _artifact_rows(n["path"], o, n, max_latency_increase)
         if o:
-            rows.append(Row(name, "size bytes", o["size"], n["size"], "ok" if n["size"] <= o["size"] else "worse"))
+            rows.append(Row(n["path"], "size bytes", o["size"], n["size"], "ok" if n["size"] <= o["size"] else "worse"))
+    return rows + _device_rows(old, new, max_latency_increase)
+
+
+def _artifact_rows(name: str, o: Optional[Data], n: Data, max_latency_increase: float) -> List[Row]:
+    """Parity checks and p50 latency of one artifact (on the host, or on a device)."""
+    rows: List[Row] = []
+    required = n.get("required", True)
+    old_checks = {(c["output"], c["metric"]): c for c in ((o or {}).get("parity") or {}).get("checks", [])}
+    for c in (n.get("parity") or {}).get("checks", []):
+        oc = old_checks.get((c["output"], c["metric"]))
+        what = f"{c['output']}.{c['metric']} ({c['op']} {c['threshold']:.6g})"
+        ov = oc["value"] if oc else None
+        if not c["passed"]:
+            status = "REGRESSION" if required else "worse"
+            why = c.get("message") or "past the budget"
+            if oc is not None and not oc["passed"]:
+                why += " (already past it in the old report)"
+        elif oc is None:
+            status, why = "new", ""
+        else:
+            better = (c["value"] or 0) >= (ov or 0) if c["op"] == ">=" else (c["value"] or 0) <= (ov or 0)
+            status = "ok" if c["value"] == ov else ("improved" if better else "worse")
+            why = ""
+        rows.append(Row(name, what, ov, c["value"], status, why))
+    ol, nl = (o or {}).get("latency"), n.get("latency")
+    if ol and nl and ol.get("measured", True) and nl.get("measured", True):
+        growth = 100.0 * (nl["p50_ms"] - ol["p50_ms"]) / ol["p50_ms"] if ol["p50_ms"] > 0 else 0.0
+        if growth > max_latency_increase:
+            status = "REGRESSION" if required else "worse"
+            why = f"p50 grew {growth:.1f}% (allowed: {max_latency_increase:g}%)"
+        else:
+            status, why = ("improved" if growth < 0 else "ok"), ""
+        rows.append(Row(name, "latency p50 ms", ol["p50_ms"], nl["p50_ms"], status, why))
+    elif nl and not nl.get("measured", True):
+        rows.append(Row(name, "latency p50 ms", None, None, "ok", f"not measured: {nl.get('reason', '')}"))
+    return rows
+
+
+def _device_rows(old: Data, new: Data, max_latency_increase: float) -> List[Row]:
+    """Device sections compared by device name; a device only in the old report is listed, not failed
+    (this run may not have deployed to it), but an artifact that stopped running on a device is a regression."""
+    rows: List[Row] = []
+    olds = {d["device"]: d for d in old.get("devices", [])}
+    news = {d["device"]: d for d in new.get("devices", [])}
+    for label in olds.keys() - news.keys():
+        rows.append(Row(f"{label}", "device", None, None, "missing", "not in the new report"))
+    for label, d in news.items():
+        if d.get("error"):
+            rows.append(Row(label, "device", None, None, "missing", f"deploy failed: {d['error']}"))
+            continue
+        prev = {a["key"]: a for a in olds.get(label, {}).get("artifacts", []) if a.get("ran")}
+        for a in d.get("artifacts", []):
+            name = f"{label} {a['artifact']}"
+            if a.get("ran"):
+                rows += _artifact_rows(name, prev.get(a["key"]), a, max_latency_increase)
+            elif a["key"] in prev:
+                status = "REGRESSION" if a.get("required", True) else "worse"
+                rows.append(Row(name, "ran on the device", 1, 0, status, f"no longer runs there: {a.get('reason')}"))
     return rows
 
 

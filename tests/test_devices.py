@@ -87,6 +87,20 @@ def test_deploy_over_ssh_and_local_in_parallel(sshd: SSHServer, device_venvs: Di
     last = data["devices"][-1]
     assert len(last["artifacts"]) == 4 and all(a["passed"] and a["max_abs_vs_host"] == 0.0 for a in last["artifacts"])
 
+    # `compare` gates on the device figures too: a slower board, an artifact that stopped running there
+    old = bundle / "report.json"
+    r = run_cli("compare", str(old), str(old), env={"COLUMNS": "250"})
+    assert r.returncode == 0 and f"{ssh_label} model_int8.tflite" in r.stdout, r.stdout + r.stderr
+    slower = json.loads(old.read_text())
+    slower["devices"][0]["artifacts"][0]["latency"]["p50_ms"] *= 2
+    gone = slower["devices"][-1]["artifacts"][-1]
+    gone.update(ran=False, reason="no onnx runtime installed", parity=None, latency=None)
+    new = bundle.parent / "slower.json"
+    new.write_text(json.dumps(slower))
+    r = run_cli("compare", str(old), str(new), env={"COLUMNS": "250"})
+    assert r.returncode == 1 and "2 regression(s)" in r.stderr and "p50 grew 100.0%" in r.stderr, r.stdout + r.stderr
+    assert "no longer runs there: no onnx runtime installed" in r.stdout
+
 
 def test_missing_runtime_on_the_device_names_the_pip_line(sshd: SSHServer, device_venvs: Dict[str, Path], bundle: Path) -> None:
     np1 = device_venvs["np1-tflite-runtime"]
