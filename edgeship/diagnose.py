@@ -287,7 +287,8 @@ def _diagnose(
     if fmt == "tflite":
         if source is None or dataset is None:
             raise UsageError(
-                f"per-layer diagnosis of {name} needs the original model: pass --reference model.keras"
+                f"per-layer diagnosis of {name} needs the original model: pass --reference with the model it was built from "
+                "(.keras/.h5, a SavedModel folder, or .onnx)"
             )
         return diagnose_tflite(source, dataset, name, inputs, samples)
     if fmt == "onnx":

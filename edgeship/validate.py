@@ -42,6 +42,10 @@ def load_reference(path: Path) -> Tuple[Optional[Source], Any]:
 
         src = load_model(str(path))
         return src, src.predict
+    if path.suffix == ".onnx":  # as a source too, so a TFLite artifact built from it (onnx2tf) can be diagnosed
+        src = _onnx_source(path)
+        if src is not None:
+            return src, src.predict
     if path.suffix in (".onnx", ".tflite"):
         from .runner.runners import open_runner
 
@@ -51,14 +55,29 @@ def load_reference(path: Path) -> Tuple[Optional[Source], Any]:
 
 
 def bundle_source(manifest: Data) -> Optional[Source]:
-    """The build's own Keras model, when it is still where the manifest says and unchanged."""
+    """The build's own Keras or ONNX model, when it is still where the manifest says and unchanged."""
     m = manifest.get("model", {})
     p = Path(m.get("path") or "")
-    if m.get("kind") == "keras" and p.is_file() and sha256_file(p) == m.get("sha256"):
+    if not (p.is_file() and sha256_file(p) == m.get("sha256")):
+        return None
+    if m.get("kind") == "keras":
         from .sources.keras import load_keras
 
         return load_keras(p)
+    if m.get("kind") == "onnx":
+        shapes = {i["name"]: [1, *i["shape"][1:]] for i in m.get("inputs", []) if None not in i["shape"][1:]}
+        return _onnx_source(p, shapes)
     return None
+
+
+def _onnx_source(path: Path, shapes: Optional[Dict[str, List[int]]] = None) -> Optional[Source]:
+    """An ONNX model as a source; None when its shapes are not fixed (it still serves as a runner)."""
+    from .sources.load import load_model
+
+    try:
+        return load_model(str(path), input_shapes=shapes or None)
+    except UsageError:
+        return None
 
 
 # --------------------------------------------------------------------------- generated inputs

@@ -238,6 +238,14 @@ def test_onnx_dynamic_batch_nchw_two_inputs_two_outputs(tmp_path, onnx2tf_python
     for key in ("onnx:int8", "tflite:int8"):
         assert all(o.snr_db > 20 for o in res.parity[key].outputs), key
         assert res.latency[key].measured
+    # per-layer diagnosis of both int8 artifacts, the TFLite one re-quantizing the ONNX model through onnx2tf
+    from edgeship.validate import validate_bundle
+
+    data, notes = validate_bundle(res.bundle, explain=True)
+    diag = {a["key"]: a.get("diagnosis") for a in data["artifacts"]}
+    assert not notes and diag["tflite:int8"]["method"] == "tf.lite.experimental.QuantizationDebugger" and diag["tflite:int8"]["rows"]
+    assert {r["op"] for r in diag["tflite:int8"]["rows"]} >= {"CONV_2D", "FULLY_CONNECTED"}
+    assert diag["onnx:int8"]["rows"]
 
 
 def test_tflite_from_onnx_needs_onnx2tf_environment(tmp_path, monkeypatch):

@@ -332,4 +332,4 @@ def test_validate_explain_without_the_source_model_says_what_to_pass(arm64_build
     (copy / "manifest.json").write_text(json.dumps(manifest))
     proc = run_cli("validate", str(copy), "--artifact", "model_int8.tflite", "--explain")
     assert proc.returncode == 0, proc.stderr
-    assert "no per-layer diagnosis: per-layer diagnosis of model_int8.tflite needs the original model: pass --reference model.keras" in proc.stderr
+    assert "no per-layer diagnosis: per-layer diagnosis of model_int8.tflite needs the original model: pass --reference with the model it was built from" in proc.stderr
