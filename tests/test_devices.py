@@ -149,6 +149,12 @@ def test_ssh_calls_share_one_connection_and_close_it(sshd: SSHServer, tmp_path: 
     dev.close()
     assert not Path(control).exists()
     assert subprocess.run(["pgrep", "-f", f"ControlPath={control}"], capture_output=True).returncode == 1  # master gone
+    # EDGESHIP_SSH_SHARE=0 (for clients without ControlMaster, e.g. Windows' OpenSSH): a connection per call
+    os.environ["EDGESHIP_SSH_SHARE"] = "0"
+    try:
+        assert dev.run(["true"]).returncode == 0 and dev._control_dir is None
+    finally:
+        del os.environ["EDGESHIP_SSH_SHARE"]
 
 
 # --------------------------------------------------------------------------- failures say what happened

@@ -8,6 +8,7 @@ handshake and one login, not eight.
 """
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from ..errors import DeviceError, UsageError
 from .base import DEFAULT_PYTHON, Device, tail
 
 CONNECT_TIMEOUT_S = 10
+SHARE_ENV = "EDGESHIP_SSH_SHARE"  # 0: one connection per call (no ControlMaster)
 
 # (substring of ssh's stderr, what it means for the user)
 _SSH_FAILURES = (
@@ -82,10 +84,12 @@ class SSHDevice(Device):
             opts += ["-F", self.ssh_config]
         if self.port:
             opts += [port_flag, str(self.port)]
+        opts += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}", "-o", "ServerAliveInterval=15"]
+        if os.environ.get(SHARE_ENV, "1") == "0":  # e.g. Windows' OpenSSH, which has no ControlMaster
+            return opts
         if self._control_dir is None:  # short: a socket path has a ~100 character limit
             self._control_dir = tempfile.mkdtemp(prefix="es-ssh-", dir="/tmp" if Path("/tmp").is_dir() else None)
-        mux = ["-o", "ControlMaster=auto", "-o", f"ControlPath={self._control_dir}/%C", "-o", "ControlPersist=60"]
-        return opts + mux + ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}", "-o", "ServerAliveInterval=15"]
+        return opts + ["-o", "ControlMaster=auto", "-o", f"ControlPath={self._control_dir}/%C", "-o", "ControlPersist=60"]
 
     def close(self) -> None:
         """Stop the shared master connection, if one was opened."""
