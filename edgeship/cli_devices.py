@@ -88,7 +88,8 @@ def _print_section(s: Dict[str, Any]) -> None:
         console.print(f"[red]✗[/red] {s['device']}: {s['error']}")
         return
     f = s["facts"]
-    table = Table(title=f"{s['device']}: {f['cpu']} ({f['cores']} cores, {f['machine']}), Python {f['python']}, NumPy {f['numpy']}")
+    emulated = " [bold yellow]EMULATED[/bold yellow]" if f.get("emulated") else ""
+    table = Table(title=f"{s['device']}: {f['cpu']} ({f['cores']} cores, {f['machine']}){emulated}, Python {f['python']}, NumPy {f['numpy']}")
     for col in ("artifact", "runtime", "p50 ms", "p90 ms", "max abs", "top-1 agree", "vs host", "result"):
         table.add_column(col, justify="left" if col in ("artifact", "runtime", "result") else "right", no_wrap=col == "artifact")
     for a in s["artifacts"]:

@@ -197,6 +197,8 @@ def devices_md(data: Data) -> List[str]:
             f"{f['cpu']}{board} ({f['cores']} cores, {f['machine']}, {f.get('memory_mb') or '?'} MiB), {f['os']}; "
             f"Python {f['python']}, NumPy {f['numpy']}; {d.get('threads') or 'default'} threads, batch 1."
         )
+        if f.get("emulated"):
+            lines += ["", f"**Emulated**: {f['emulated']}. Parity ran on the {f['machine']} runtime's own kernels; latency is not the device's."]
         lines += [
             "",
             "| artifact | runtime | load ms | p50 ms | p90 ms | p99 ms | peak MiB | max abs | SNR dB | top-1 agree | vs host max abs | result |",

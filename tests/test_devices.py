@@ -259,3 +259,20 @@ def test_device_without_the_profiles_accelerator_reports_latency_not_measured(de
     md, html = (bundle / "report.md").read_text(), (bundle / "report.html").read_text()
     assert "| not measured | not measured |" in md and "latency not measured: TFLite gpu delegate" in md
     assert ">not measured</td>" in html
+
+
+def test_emulated_aarch64_device_runs_the_arm64_bundle(aarch64_python: Path, bundle: Path) -> None:
+    """The arm64 TFLite artifacts on the aarch64 build of the runtime (Debian arm64 Python under qemu-user)."""
+    r = run_cli("deploy", str(bundle), "--device", f"local:{aarch64_python}", "--artifact", "tflite:int8", "--artifact", "tflite:fp32", "--runs", "20")
+    assert r.returncode == 0, r.stderr[-3000:]
+    no_traceback(r)
+    d = json.loads((bundle / "report.json").read_text())["devices"][0]
+    assert d["facts"]["machine"] == "aarch64" and "emulated" in (d["facts"]["emulated"] or "")
+    arts = {a["key"]: a for a in d["artifacts"]}
+    assert set(arts) == {"tflite:int8", "tflite:fp32"} and all(a["passed"] and a["backend"] == "tflite-runtime 2.14.0" for a in arts.values())
+    assert arts["tflite:fp32"]["max_abs_vs_host"] < 1e-5  # float kernels agree across architectures
+    assert arts["tflite:int8"]["parity"]["outputs"][0]["top1_agreement"] >= 0.99
+    # the emulator's timings are never passed off as the device's
+    assert all(not a["latency"]["measured"] and "emulated" in a["latency"]["reason"] for a in arts.values())
+    md = (bundle / "report.md").read_text()
+    assert "**Emulated**: aarch64 code emulated on" in md and "not measured" in md

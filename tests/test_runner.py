@@ -263,3 +263,13 @@ def test_predict_bad_inputs(bundle: Path, tmp_path: Path) -> None:
     assert r.returncode == 2 and f"cannot read {bad}" in r.stderr and "Traceback" not in r.stderr
     r = run_pyz(sys.executable, bundle, "predict", "--camera", "7", "--frames", "1")
     assert r.returncode == 4 and "camera 7 could not be opened" in r.stderr
+
+
+def test_emulation_is_recognised_from_cpuinfo() -> None:
+    from edgeship.runner.cli import emulation
+
+    x86 = {"vendor_id": "AuthenticAMD", "model name": "AMD EPYC", "flags": "fpu sse avx2"}
+    pi = {"cpu implementer": "0x41", "cpu part": "0xd08", "features": "fp asimd"}
+    assert emulation("aarch64", x86) == "aarch64 code emulated on AMD EPYC (qemu-user or similar)"
+    assert emulation("x86_64", pi) is not None
+    assert emulation("aarch64", pi) is None and emulation("x86_64", x86) is None and emulation("armv7l", {}) is None

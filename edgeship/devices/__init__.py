@@ -1,7 +1,8 @@
 """Devices the bundle is deployed to: one interface (Device), one flow (deploy.py).
 
 ``parse_device`` turns a --device value into a Device: ``ssh://[user@]host[:port][?python=PATH]``
-or ``local[:PYTHON]``. An emulated aarch64 device would be one more Device subclass.
+or ``local[:PYTHON]``. PYTHON may be a wrapper script, e.g. one that runs an arm64 Python under
+qemu-user (the tests' emulated aarch64 device); the runner then reports itself as emulated.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A device: something that can receive a bundle and run the runner on it.
 
-Every kind of device (SSH board, a separate local Python, later an emulated aarch64) implements
+Every kind of device (SSH board, a separate local Python or an emulated one behind a wrapper) implements
 the same four operations on POSIX paths of its own file system; the deploy flow
 (edgeship/devices/deploy.py) is written once against them.
 """

@@ -153,7 +153,8 @@ def stage(device: Device, files: Dict[str, Path], info: Dict[str, Any], timeout:
             shutil.copy2(src, local / rel)
         device.upload(local, incoming, timeout=timeout)
     want = {rel: [p.stat().st_size, sha256_file(p)] for rel, p in files.items()}
-    r = device.run([info["executable"], "-c", VERIFY_AND_RENAME, incoming, final, json.dumps(want)], timeout=300)
+    # device.python, not the probe's sys.executable: a wrapper the user named (env, emulator) stays in the loop
+    r = device.run([device.python, "-c", VERIFY_AND_RENAME, incoming, final, json.dumps(want)], timeout=300)
     out = _json(r, device, "verifying the copy")
     if out.get("bad"):
         raise DeviceError(f"{device.label}: the copy arrived damaged ({', '.join(out['bad'])}); nothing was run. Try again")
@@ -161,7 +162,7 @@ def stage(device: Device, files: Dict[str, Path], info: Dict[str, Any], timeout:
 
 
 def run_runner(device: Device, info: Dict[str, Any], remote_bundle: str, args: List[str], timeout: float, ok=(0,)) -> Dict[str, Any]:
-    r = device.run([info["executable"], f"{remote_bundle}/{RUNNER_FILE}", *args], timeout=timeout)
+    r = device.run([device.python, f"{remote_bundle}/{RUNNER_FILE}", *args], timeout=timeout)
     if r.returncode not in ok:
         what = "runtime missing" if r.returncode == 4 else "failed"
         raise DeviceError(f"{device.label}: runner {args[0]} {what}: {tail(r.stderr or r.stdout)}", exit_code=4 if r.returncode != 1 else 1)

@@ -32,6 +32,8 @@ class LocalDevice(Device):
             return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env)
         except FileNotFoundError:
             return subprocess.CompletedProcess(list(argv), 127, "", f"{argv[0]}: command not found")
+        except OSError as e:  # not executable, or a binary for another architecture
+            raise DeviceError(f"{self.label}: cannot run {argv[0]}: {e.strerror or e}") from None
         except subprocess.TimeoutExpired:
             raise DeviceError(f"{self.label}: {Path(argv[0]).name} did not finish within {timeout:.0f} s") from None
 

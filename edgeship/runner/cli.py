@@ -106,6 +106,18 @@ ARM_PARTS = {
 }
 
 
+def emulation(machine: str, cpuinfo: Dict[str, str]) -> Optional[str]:
+    """Why this Python runs emulated (qemu-user), or None: its code is Arm but /proc/cpuinfo describes
+    an x86 CPU (or the reverse), because the kernel underneath is the host's."""
+    m = machine.lower()
+    x86_cpu = "vendor_id" in cpuinfo or "flags" in cpuinfo
+    arm_cpu = "cpu part" in cpuinfo or "cpu implementer" in cpuinfo
+    if (m.startswith(("aarch64", "arm")) and x86_cpu) or (m in ("x86_64", "amd64", "i686") and arm_cpu):
+        host = cpuinfo.get("model name") or cpuinfo.get("cpu part") or "another CPU"
+        return f"{machine} code emulated on {host} (qemu-user or similar)"
+    return None
+
+
 def _read(path: str) -> str:
     try:
         with open(path, "rb") as f:
@@ -139,6 +151,7 @@ def device_facts(where: str = ".") -> Dict[str, Any]:
     for line in _read("/proc/cpuinfo").splitlines():
         key, _, value = line.partition(":")
         info.setdefault(key.strip().lower(), value.strip())
+    facts["emulated"] = emulation(facts["machine"], info)
     if info.get("model name"):  # x86, and some Arm kernels
         facts["cpu"] = info["model name"]
     elif info.get("cpu part"):  # Arm: name the core from its part number
@@ -280,6 +293,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     paths = [verify_artifact(args.bundle, manifest, a) for a in arts]
     threads = args.threads or default_threads(manifest)
     feed = {k: v[:1] for k, v in load_inputs(args.bundle, manifest).items()}
+    facts = device_facts(args.bundle)
     results = []
     for a, path in zip(arts, paths):
         why = accelerator_missing(manifest, a["format"])
@@ -294,8 +308,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
         d = res.to_dict()
         d["key"] = a.get("key")
+        if facts["emulated"]:  # the timings are the emulator's: kept in the JSON, never shown as the device's
+            d.update(measured=False, reason=f"{facts['emulated']}: timings are the emulator's, not a device's")
         results.append(d)
-    _emit({"device": device_facts(args.bundle), "latency": results}, args.json)
+    _emit({"device": facts, "latency": results}, args.json)
     return EXIT_OK
 
 
