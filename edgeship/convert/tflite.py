@@ -122,7 +122,8 @@ def _name_outputs(path: Path, source: Source) -> None:
     names = tf.nest.flatten({o.name: o.name for o in source.outputs})
     model = fb.read_model(str(path))
     sg = model.subgraphs[0]
-    taken = {t.name for i, t in enumerate(sg.tensors) if i not in set(sg.outputs)}
+    outputs = set(sg.outputs)
+    taken = {t.name for i, t in enumerate(sg.tensors) if i not in outputs}
     if len(sg.outputs) != len(names) or any(n.encode() in taken for n in names):
         return
     for idx, name in zip(sg.outputs, names):
