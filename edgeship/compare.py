@@ -118,7 +118,7 @@ def _device_rows(old: Data, new: Data, max_latency_increase: float) -> List[Row]
     olds = {d["device"]: d for d in old.get("devices", [])}
     news = {d["device"]: d for d in new.get("devices", [])}
     for label in olds.keys() - news.keys():
-        rows.append(Row(f"{label}", "device", None, None, "missing", "not in the new report"))
+        rows.append(Row(label, "device", None, None, "missing", "not in the new report"))
     for label, d in news.items():
         if d.get("error"):
             rows.append(Row(label, "device", None, None, "missing", f"deploy failed: {d['error']}"))

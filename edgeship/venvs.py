@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from .errors import EXIT_CONVERSION, EdgeshipError
 
@@ -30,15 +30,33 @@ def is_complete(dest: Path) -> bool:
     return (Path(dest) / MARKER).is_file() and venv_python(dest).exists()
 
 
-def ensure_venv(dest: Path, requirements: List[str], python: Optional[str] = None, force: bool = False) -> Path:
-    """The python of a venv at ``dest`` holding ``requirements`` (created once, renamed into place when complete)."""
+def build_in_place(dest: Path, build: Callable[[Path], None], complete: Callable[[Path], bool]) -> None:
+    """Run ``build(work)`` in a private partial folder, then rename it to ``dest``; a failure or an
+    interrupt removes the partial folder, and a process that finished ``dest`` first wins."""
     dest = Path(dest)
-    if is_complete(dest) and not force:
-        return venv_python(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = dest.with_name(f"{dest.name}.partial-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     try:
+        build(work)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    shutil.rmtree(dest, ignore_errors=True)
+    try:
+        os.replace(work, dest)
+    except OSError:  # another process finished the same folder first: use theirs
+        shutil.rmtree(work, ignore_errors=True)
+        if not complete(dest):
+            raise
+
+
+def ensure_venv(dest: Path, requirements: List[str], python: Optional[str] = None, force: bool = False) -> Path:
+    """The python of a venv at ``dest`` holding ``requirements`` (created once, renamed into place when complete)."""
+    if is_complete(dest) and not force:
+        return venv_python(dest)
+
+    def build(work: Path) -> None:
         # No --copies: the venv's python must find its stdlib; the base interpreter stays where it is.
         made = subprocess.run([python or base_python(), "-m", "venv", str(work)], capture_output=True, text=True)
         if made.returncode != 0:
@@ -55,16 +73,8 @@ def ensure_venv(dest: Path, requirements: List[str], python: Optional[str] = Non
                 EXIT_CONVERSION,
             )
         (work / MARKER).write_text("\n".join(requirements) + "\n")
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    shutil.rmtree(dest, ignore_errors=True)
-    try:
-        os.replace(work, dest)
-    except OSError:  # another process finished the same venv first: use theirs
-        shutil.rmtree(work, ignore_errors=True)
-        if not is_complete(dest):
-            raise
+
+    build_in_place(Path(dest), build, is_complete)
     # venv scripts carry the creation path in their shebangs; the python symlink does not, and we only use it.
     return venv_python(dest)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from edgeship.venvs import build_in_place
 from tests.device_fixtures import venv_dir
 
 WHEELS = ["numpy==1.26.4", "tflite-runtime==2.14.0"]
@@ -52,10 +53,9 @@ def ensure_aarch64_python() -> Path:
     if "arm64" not in arches:
         subprocess.run(["dpkg", "--add-architecture", "arm64"], check=True)
         _apt("update", "-qq")
-    work = dest.with_name(f"{dest.name}.partial-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
-    (work / "debs").mkdir(parents=True)
-    try:
+
+    def build(work: Path) -> None:
+        (work / "debs").mkdir(parents=True)
         r = subprocess.run(["apt-get", "download", "-qq", *[f"{d}:arm64" for d in DEBS]], cwd=work / "debs", capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"apt-get download of arm64 packages failed: {r.stderr[-1500:]}")
@@ -70,16 +70,13 @@ def ensure_aarch64_python() -> Path:
         )
         if pip.returncode != 0:
             raise RuntimeError(f"pip install of aarch64 wheels failed: {pip.stderr[-1500:]}")
-        (work / "python3").write_text(
+        (work / "python3").write_text(  # final paths: the folder is renamed to dest once complete
             "#!/bin/sh\n# Debian's arm64 python3.11 under qemu-user (tests/emulated_device.py)\n"
             f'PYTHONPATH="{dest}/site" exec qemu-aarch64-static -L "{dest}/root" "{dest}/root/usr/bin/python3.11" "$@"\n'
         )
         (work / "python3").chmod(0o755)
-        shutil.rmtree(dest, ignore_errors=True)
-        os.replace(work, dest)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+
+    build_in_place(dest, build, lambda d: (d / "python3").is_file())
     return wrapper
 
 
