@@ -158,6 +158,7 @@ def run_builds(
     progress: Optional[Progress] = None,
     loaded: Optional[SourceBundle] = None,
     inputs: Optional[Inputs] = None,
+    sign_key: Optional[str] = None,
 ) -> List[BuildResult]:
     """Build one model for several targets: one bundle each, every shared artifact converted once.
 
@@ -167,10 +168,13 @@ def run_builds(
     already loaded (source, dataset, training) to build instead of ``model``/``sample``;
     ``inputs`` carries a user's model and data options (``model`` alone is the short form).
     All bundles are published together at the end: a failure leaves none of them half-written.
+    ``sign_key`` (an OpenSSH private key) signs each manifest before it is published.
     """
     from . import bundle
 
     progress = progress or Progress(enabled=False)
+    if sign_key and not Path(sign_key).expanduser().is_file():
+        raise UsageError(f"--sign-key {sign_key} not found (an OpenSSH private key, e.g. ~/.ssh/id_ed25519)")
     profiles = load_targets(targets)  # every profile validated before any work
     if loaded:
         source, dataset, training = loaded
@@ -198,6 +202,8 @@ def run_builds(
             staged.append((result, work, out_dir))
             _build_target(result, reference, work, shared, runs, progress)
         for result, work, out_dir in staged:
+            if sign_key:
+                bundle.sign(work, sign_key)
             result.bundle = bundle.publish(work, out_dir)
             for art in result.artifacts:  # they moved with the folder
                 art.path = result.bundle / "artifacts" / art.filename

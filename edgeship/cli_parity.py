@@ -6,6 +6,7 @@ from typing import Optional
 
 import click
 
+from .cli_devices import signature_options
 from .errors import EdgeshipError
 
 
@@ -21,14 +22,17 @@ from .errors import EdgeshipError
 @click.option("--explain", is_flag=True, help="Per-layer diagnosis of each quantized artifact: the layers where the error grows.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Also write report.md/json/html and junit.xml of this validation into this folder.")
-def validate(bundle_or_artifact, reference, artifacts, inputs, target, recipe, explain, report_dir) -> None:  # type: ignore[no-untyped-def]
+@signature_options
+def validate(bundle_or_artifact, reference, artifacts, inputs, target, recipe, explain, report_dir, require_signature, allowed_signers) -> None:  # type: ignore[no-untyped-def]
     """Re-run parity of a bundle (or one .tflite/.onnx artifact) and check it against the budgets."""
     from .validate import validate_artifact, validate_bundle
 
     p = Path(bundle_or_artifact)
     if p.is_dir():
-        data, notes = validate_bundle(p, Path(reference) if reference else None, list(artifacts), explain)
+        data, notes = validate_bundle(p, Path(reference) if reference else None, list(artifacts), explain, allowed_signers, require_signature)
     else:
+        if require_signature:
+            raise EdgeshipError("--require-signature applies to a bundle folder; a single artifact file carries no signature")
         data, notes = validate_artifact(p, Path(reference) if reference else None, Path(inputs) if inputs else None, target, recipe, explain)
     for n in notes:
         click.echo(f"note: {n}", err=True)
