@@ -77,7 +77,10 @@ def deploy(
     opts = DeployOptions(artifacts=list(artifacts) or None, runs=runs, seconds=seconds, threads=threads, remote_dir=remote_dir, keep=keep)
     log = (lambda m: None) if quiet else (lambda m: click.echo(f"… {m}", err=True))
     sections = run_deploy(bundle, devs, opts, log=log)
-    record_devices(bundle, sections)
+    try:
+        record_devices(bundle, sections)
+    except OSError as e:  # e.g. a full disk: record_devices left the bundle as it was
+        raise UsageError(f"cannot add the device results to {bundle}: {e.strerror or e}; the bundle is unchanged (free some space and deploy again)") from None
     for s in sections:
         _print_section(s)
     click.echo(f"device sections added to {bundle}/report.md, report.json and junit.xml")

@@ -164,5 +164,6 @@ def remote_command(argv: Sequence[str]) -> str:
     words = [shlex.quote(a) for a in argv]
     m = re.match(r"^(~[A-Za-z0-9_.-]*)(/.*)?$", argv[0]) if argv else None
     if m:
-        words[0] = m.group(1) + (shlex.quote(m.group(2)) if m.group(2) else "")
+        rest = (m.group(2) or "")[1:]  # the shell expands ~ only up to an unquoted '/'
+        words[0] = m.group(1) + ("/" + (shlex.quote(rest) if rest else "") if m.group(2) else "")
     return " ".join(words)

@@ -81,9 +81,12 @@ def _field(obj: Dict[str, Any], key: str, types: Any, where: str, required: bool
         return None
     value = obj[key]
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in _tuple(types)):
-        want = "/".join(t.__name__ for t in _tuple(types)).replace("dict", "object").replace("list", "array").replace("str", "string")
-        raise BundleError(f"{where}: \"{key}\" must be a {want}, not {type(value).__name__}")
+        want = " or ".join(_KINDS.get(t.__name__, t.__name__) for t in _tuple(types))
+        raise BundleError(f"{where}: \"{key}\" must be {want}, not {_KINDS.get(type(value).__name__, type(value).__name__)}")
     return value
+
+
+_KINDS = {"dict": "an object", "list": "an array", "str": "a string", "int": "a whole number", "bool": "true or false", "float": "a number", "NoneType": "null"}
 
 
 def _tuple(types: Any) -> Tuple[type, ...]:
