@@ -426,3 +426,21 @@ def test_a_failed_deploy_leaves_no_temp_folders_and_no_unlisted_outputs(bundle: 
     finally:
         subprocess.run(["umount", str(small)], capture_output=True)
     assert {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == before
+
+
+def test_a_profile_cannot_extend_a_file_outside_its_folder(tmp_path: Path) -> None:
+    """`extends` names a profile beside the file (or a built-in): never an absolute path or one through '..'."""
+    from edgeship.errors import UsageError
+    from edgeship.targets import load_target
+
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "base.toml").write_text('extends = "arm64"\n')
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "base.toml").write_text('extends = "arm64"\n')
+    for ref, why in (("../other/base.toml", "'..' leads outside"), (str(tmp_path / "other" / "base.toml"), "an absolute path")):
+        p = tmp_path / "mine" / "p.toml"
+        p.write_text(f'extends = "{ref}"\nname = "p"\n')
+        with pytest.raises(UsageError, match=why):
+            load_target(str(p))
+    p.write_text('extends = "base.toml"\nname = "p"\n')
+    assert load_target(str(p)).name == "p"
