@@ -126,6 +126,7 @@ class Model:
         self.batch_ms = float(batch_ms) if self.batchable else 0.0
         self._queue: Optional["asyncio.Queue[Any]"] = None
         self._slots: Optional[asyncio.Semaphore] = None
+        self._running = 0  # batches being invoked now
 
     # ------------------------------------------------------------------ description
 
@@ -261,13 +262,15 @@ class Model:
         return await fut
 
     async def _batch_loop(self) -> None:
-        """Dynamic batching: wait for a free interpreter, then the window, then take what queued (up to
-        max_batch samples) into one invoke; a request is never split."""
+        """Dynamic batching: wait for a free interpreter, then (only while another invoke runs, so a lone
+        request never waits) the window, then take what queued (up to max_batch samples) into one
+        invoke; a request is never split."""
         assert self._queue is not None and self._slots is not None
         while True:
             first = await self._queue.get()
             await self._slots.acquire()
-            await asyncio.sleep(self.batch_ms / 1000.0)
+            if self._running:
+                await asyncio.sleep(self.batch_ms / 1000.0)
             items = [first]
             n = _n(first[0])
             while not self._queue.empty():
@@ -276,6 +279,7 @@ class Model:
                     break
                 items.append(self._queue.get_nowait())
                 n += _n(nxt[0])
+            self._running += 1
             asyncio.get_running_loop().create_task(self._run_batch(items))
 
     async def _run_batch(self, items: List[Any]) -> None:
@@ -302,6 +306,7 @@ class Model:
                     fut.set_result({name: y[start : start + k] for name, y in out.items()})
                 start += k
         finally:
+            self._running -= 1
             self._slots.release()
 
 
