@@ -36,6 +36,8 @@ def _devices(specs: Tuple[str, ...], remote_python: Optional[str], ssh_config: O
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads (default: the profile's, capped at the device's cores).")
 @click.option("--remote-dir", default=None, help="Folder on the device for the copy (default: its temp dir).")
 @click.option("--keep", is_flag=True, help="Leave the copied bundle on the device.")
+@click.option("--serve", "serve", is_flag=True, help="Then serve the model there (KServe v2 over HTTP; a systemd unit when possible) and check its health; keeps the copy.")
+@click.option("--serve-port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port for --serve (on the device's 127.0.0.1).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def deploy(
     bundle: Path,
@@ -48,6 +50,8 @@ def deploy(
     threads: Optional[int],
     remote_dir: Optional[str],
     keep: bool,
+    serve: bool,
+    serve_port: int,
     quiet: bool,
 ) -> None:
     """Copy BUNDLE to devices, run parity and latency there, and add a device section to its reports."""
@@ -58,12 +62,16 @@ def deploy(
     manifest = load_manifest(bundle)
     select_artifacts(manifest, list(artifacts) or None)  # bad names are a usage error before any copying
     devs = _devices(device_specs, remote_python, ssh_config)
-    opts = DeployOptions(artifacts=list(artifacts) or None, runs=runs, seconds=seconds, threads=threads, remote_dir=remote_dir, keep=keep)
+    opts = DeployOptions(artifacts=list(artifacts) or None, runs=runs, seconds=seconds, threads=threads, remote_dir=remote_dir, keep=keep, serve=serve, serve_port=serve_port)
     log = (lambda m: None) if quiet else (lambda m: click.echo(f"… {m}", err=True))
     sections = run_deploy(bundle, devs, opts, log=log)
     record_devices(bundle, sections)
     for s in sections:
         _print_section(s)
+        if s.get("serve"):
+            sv = s["serve"]
+            how = f"systemd unit {sv['service']}" if sv.get("service") else f"pid {sv.get('pid')}; {sv.get('note')}"
+            click.echo(f"{s['device']}: serving {sv['artifact']} at {sv['url']}/v2/models/{manifest['model']['name']} on the device ({how})")
     click.echo(f"device sections added to {bundle}/report.md, report.json and junit.xml")
     errors = [s for s in sections if s.get("error")]
     if errors:

@@ -253,3 +253,30 @@ def test_serve_bad_arguments(serve_python: Path, bundle: Path, tmp_path: Path) -
     assert r.returncode == 2 and "cannot read --token-file" in r.stderr
     r = run_pyz(serve_python, bundle, "serve", str(bundle), "--port", "70000")
     assert r.returncode == 2 and "not a TCP port" in r.stderr
+
+
+def test_deploy_serve_starts_it_on_the_device_and_checks_health(serve_python: Path, bundle: Path, tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    port = free_port()
+    remote = tmp_path / "device"
+    remote.mkdir()
+    b = tmp_path / "b" / bundle.name
+    shutil.copytree(bundle, b)
+    r = run_cli("deploy", str(b), "--device", f"local:{serve_python}", "--runs", "5", "--remote-dir", str(remote), "--serve", "--serve-port", str(port), "-q")
+    report = json.loads((b / "report.json").read_text())
+    sv = next(d for d in report["devices"] if d["device"] == f"local:{serve_python}").get("serve") or {}
+    try:
+        assert r.returncode == 0, r.stderr
+        assert f"serving artifacts/model_int8.tflite at http://127.0.0.1:{port}/v2/models/digits on the device" in r.stdout
+        assert sv["ready"] is True
+        if not os.path.isdir("/run/systemd/system"):
+            assert sv["service"] is None and "stops at reboot" in sv["note"] and "--install-service --yes" in sv["note"]
+        code, meta = call(port, "GET", "/v2/models/digits")
+        assert code == 200 and meta["edgeship"]["bundle"].startswith(str(remote))
+        with np.load(bundle / "parity" / "inputs.npz") as z:
+            code, reply = call(port, "POST", "/v2/models/digits/infer", tensor_request(z["image"][:1].astype(np.float32)))
+        assert code == 200 and len(reply["outputs"][0]["data"]) == 10
+    finally:
+        if sv.get("pid"):
+            os.kill(sv["pid"], 15)

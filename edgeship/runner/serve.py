@@ -139,6 +139,7 @@ class Model:
             "inputs": [{"name": n, "datatype": "FP32", "shape": [-1, *s]} for n, s in self.inputs],
             "outputs": [{"name": n, "datatype": "FP32", "shape": [-1, *s]} for n, s in self.outputs],
             "edgeship": {
+                "bundle": os.path.abspath(self.bundle),
                 "artifact": self.art["file"],
                 "key": self.art.get("key"),
                 "chosen": self.why,
