@@ -160,6 +160,9 @@ def device_check_cmd(device_spec: str, bundle: Optional[Path], remote_python: Op
         ]
         for fmt, st in res["runtimes"].items():
             rows.append((f"{fmt} runtime", f"{st['runtime']} {st['version']}" if st["available"] else "missing"))
+        sv = res.get("serve")
+        if sv is not None:  # optional: only `serve` (HTTP) needs it
+            rows.append(("serve", f"can run (uvicorn {sv['uvicorn']}, Starlette {sv['starlette']})" if sv["available"] else f"not installed (only `serve` needs it: {sv['install']})"))
         width = max(len(k) for k, _ in rows)
         for k, v in rows:
             click.echo(f"{k:<{width}}  {v}")

@@ -23,7 +23,6 @@ import pytest
 from tests.device_fixtures import CLIENT_REQUIREMENTS, SERVE_REQUIREMENTS, ensure_venv, free_port
 from tests.test_runner import run_pyz, write_digit_pngs
 
-pytestmark = pytest.mark.slow
 CLIENT = Path(__file__).with_name("serve_client.py")
 
 
@@ -116,6 +115,7 @@ def parity_outputs(python: Path, bundle: Path, artifact: str, out: Path) -> np.n
         return z["probs"]
 
 
+@pytest.mark.slow
 def test_tritonclient_metadata_and_inference_equal_the_runners_parity(serve_python: Path, client_python: Path, bundle: Path, tmp_path: Path) -> None:
     manifest = json.loads((bundle / "manifest.json").read_text())
     first = next(a for a in manifest["artifacts"] if a["passed"])  # all runtimes are in the serve venv
@@ -141,6 +141,7 @@ def test_tritonclient_metadata_and_inference_equal_the_runners_parity(serve_pyth
     assert first["file"] in line and "127.0.0.1" in line
 
 
+@pytest.mark.slow
 def test_onnx_artifact_with_dynamic_batching_equals_parity(serve_python: Path, client_python: Path, bundle: Path, tmp_path: Path) -> None:
     expected = parity_outputs(serve_python, bundle, "model_fp32.onnx", tmp_path / "parity")
     with serving(serve_python, bundle, "--artifact", "onnx:fp32", "--batch-ms", "5") as (port, proc, _):
@@ -150,9 +151,12 @@ def test_onnx_artifact_with_dynamic_batching_equals_parity(serve_python: Path, c
         assert info["metadata"]["edgeship"]["artifact"] == "artifacts/model_fp32.onnx"
         # requests that shared an invoke get their own rows back, in order (batch composition may move the last bits)
         np.testing.assert_allclose(outs["probs"], expected, rtol=0, atol=1e-6)
+        served = call(port, "GET", "/v2/models/digits")[1]["edgeship"]["served"]
+        assert served["requests"] == 120 and served["invokes"] < served["requests"], served  # requests did share invokes
     assert "batching 5 ms window" in startup_line(proc)
 
 
+@pytest.mark.slow
 def test_bad_requests_are_4xx_and_the_server_keeps_serving(serve_python: Path, bundle: Path) -> None:
     with np.load(bundle / "parity" / "inputs.npz") as z:
         x = z["image"][:2].astype(np.float32)
@@ -189,6 +193,7 @@ def test_bad_requests_are_4xx_and_the_server_keeps_serving(serve_python: Path, b
         assert 400 <= code < 500 and "error" in reply
 
 
+@pytest.mark.slow
 def test_bearer_token(serve_python: Path, client_python: Path, bundle: Path, tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token\n")
@@ -206,6 +211,7 @@ def test_bearer_token(serve_python: Path, client_python: Path, bundle: Path, tmp
     assert "token required" in startup_line(proc)
 
 
+@pytest.mark.slow
 def test_image_endpoint_uses_the_manifests_preprocessing(serve_python: Path, bundle: Path, tmp_path: Path) -> None:
     files = write_digit_pngs(bundle, tmp_path / "imgs")
     with serving(serve_python, bundle) as (port, proc, _):
@@ -221,6 +227,7 @@ def test_image_endpoint_uses_the_manifests_preprocessing(serve_python: Path, bun
         assert call(port, "GET", "/v2/health/live")[0] == 200
 
 
+@pytest.mark.slow
 def test_check_says_whether_serve_can_run(device_venvs: Dict[str, Path], serve_python: Path, bundle: Path, tmp_path: Path) -> None:
     r = run_pyz(device_venvs["np2-litert-ort"], bundle, "check", str(bundle), "--json", str(tmp_path / "c.json"))
     assert r.returncode == 0, r.stderr  # serve is optional: its absence never fails the check
@@ -232,6 +239,7 @@ def test_check_says_whether_serve_can_run(device_venvs: Dict[str, Path], serve_p
     assert r.returncode == 0 and json.loads(r.stdout)["serve"] == {"available": True, "uvicorn": "0.54.0", "starlette": "1.10.0"}
 
 
+@pytest.mark.slow
 def test_install_service_prints_the_unit_and_writes_it_only_with_yes(serve_python: Path, bundle: Path, tmp_path: Path) -> None:
     units = tmp_path / "units"
     r = run_pyz(serve_python, bundle, "serve", str(bundle), "--install-service", "--port", "8123", "--unit-dir", str(units))
@@ -246,6 +254,7 @@ def test_install_service_prints_the_unit_and_writes_it_only_with_yes(serve_pytho
     assert r.returncode == 4 and "systemd is not running here" in r.stderr
 
 
+@pytest.mark.slow
 def test_serve_bad_arguments(serve_python: Path, bundle: Path, tmp_path: Path) -> None:
     r = run_pyz(serve_python, bundle, "serve", str(bundle), "--artifact", "nope.tflite")
     assert r.returncode == 2 and "no artifact nope.tflite" in r.stderr
@@ -255,6 +264,7 @@ def test_serve_bad_arguments(serve_python: Path, bundle: Path, tmp_path: Path) -
     assert r.returncode == 2 and "not a TCP port" in r.stderr
 
 
+@pytest.mark.slow
 def test_deploy_serve_starts_it_on_the_device_and_checks_health(serve_python: Path, bundle: Path, tmp_path: Path) -> None:
     from tests.conftest import run_cli
 
@@ -280,3 +290,25 @@ def test_deploy_serve_starts_it_on_the_device_and_checks_health(serve_python: Pa
     finally:
         if sv.get("pid"):
             os.kill(sv["pid"], 15)
+
+
+def test_the_shipped_artifact_is_chosen_as_the_manifest_says() -> None:
+    from edgeship.runner.cli import RunnerError
+    from edgeship.runner.serve import choose_artifact
+
+    arts = [
+        {"format": "tflite", "recipe": "int8", "path": "model_int8.tflite", "key": "tflite:int8", "file": "artifacts/model_int8.tflite", "passed": False},
+        {"format": "onnx", "recipe": "fp32", "path": "model_fp32.onnx", "key": "onnx:fp32", "file": "artifacts/model_fp32.onnx", "passed": True},
+        {"format": "tflite", "recipe": "fp32", "path": "model_fp32.tflite", "key": "tflite:fp32", "file": "artifacts/model_fp32.tflite", "passed": True},
+    ]
+    # no 'shipped': the first that passed parity on the host (this host has both runtimes)
+    art, why = choose_artifact({"artifacts": arts}, None)
+    assert art["path"] == "model_fp32.onnx" and "passed parity" in why
+    # 'shipped' as a name, or per format (a later manifest names one per format)
+    for shipped in ("tflite:fp32", "model_fp32.tflite", {"tflite": "model_fp32.tflite"}, ["artifacts/model_fp32.tflite"]):
+        art, why = choose_artifact({"artifacts": arts, "shipped": shipped}, None)
+        assert art["path"] == "model_fp32.tflite" and why == "the manifest's shipped artifact", shipped
+    art, why = choose_artifact({"artifacts": arts, "shipped": "tflite:fp32"}, ["tflite:int8"])
+    assert art["path"] == "model_int8.tflite" and why == "named with --artifact"
+    with pytest.raises(RunnerError, match="no artifact in this bundle passed parity"):
+        choose_artifact({"artifacts": [dict(a, passed=False) for a in arts]}, None)

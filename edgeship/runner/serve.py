@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import hmac
 import json
 import os
@@ -124,9 +125,11 @@ class Model:
         self.max_batch = max(1, int(max_batch))
         self.batchable = accepts_batch(first)
         self.batch_ms = float(batch_ms) if self.batchable else 0.0
-        self._queue: Optional["asyncio.Queue[Any]"] = None
+        self._pending: "collections.deque[Any]" = collections.deque()  # (feed, future) waiting for a batch
+        self._wake: Optional[asyncio.Event] = None
         self._slots: Optional[asyncio.Semaphore] = None
         self._running = 0  # batches being invoked now
+        self.stats = {"requests": 0, "invokes": 0}  # served since start (the metadata shows them)
 
     # ------------------------------------------------------------------ description
 
@@ -147,6 +150,7 @@ class Model:
                 "interpreters": len(self.runners),
                 "threads_per_interpreter": self.threads,
                 "batching": {"on": self.batch_ms > 0, "window_ms": self.batch_ms, "max_batch": self.max_batch, "model_accepts_batch": self.batchable},
+                "served": dict(self.stats),
             },
         }
 
@@ -245,6 +249,7 @@ class Model:
         """Run ``feed`` on a free interpreter (blocks until one is free; called in a worker thread)."""
         runner = self.pool.get()
         try:
+            self.stats["invokes"] += 1
             return runner.run(feed)
         finally:
             self.pool.put(runner)
@@ -252,34 +257,35 @@ class Model:
     async def infer(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         from starlette.concurrency import run_in_threadpool
 
+        self.stats["requests"] += 1
         if self.batch_ms <= 0:
             return await run_in_threadpool(self.invoke, feed)
-        if self._queue is None:
-            self._queue = asyncio.Queue()
+        if self._wake is None:
+            self._wake = asyncio.Event()
             self._slots = asyncio.Semaphore(len(self.runners))
             asyncio.get_running_loop().create_task(self._batch_loop())
         fut = asyncio.get_running_loop().create_future()
-        await self._queue.put((feed, fut))
+        self._pending.append((feed, fut))
+        self._wake.set()
         return await fut
 
     async def _batch_loop(self) -> None:
         """Dynamic batching: wait for a free interpreter, then (only while another invoke runs, so a lone
         request never waits) the window, then take what queued (up to max_batch samples) into one
         invoke; a request is never split."""
-        assert self._queue is not None and self._slots is not None
+        assert self._wake is not None and self._slots is not None
         while True:
-            first = await self._queue.get()
+            while not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
             await self._slots.acquire()
             if self._running:
                 await asyncio.sleep(self.batch_ms / 1000.0)
-            items = [first]
-            n = _n(first[0])
-            while not self._queue.empty():
-                nxt = self._queue._queue[0]  # peek: a request that does not fit waits for the next batch
-                if n + _n(nxt[0]) > self.max_batch:
-                    break
-                items.append(self._queue.get_nowait())
-                n += _n(nxt[0])
+            items = [self._pending.popleft()]
+            n = _n(items[0][0])
+            while self._pending and n + _n(self._pending[0][0]) <= self.max_batch:  # one that does not fit waits
+                items.append(self._pending.popleft())
+                n += _n(items[-1][0])
             self._running += 1
             asyncio.get_running_loop().create_task(self._run_batch(items))
 
@@ -593,7 +599,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
         print("warning: listening beyond this machine without a token: anyone who can reach the port can run the model", file=sys.stderr)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="off", server_header=False)
+    # limit_concurrency: past that many open connections and tasks uvicorn answers 503 instead of queueing without bound
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="off", server_header=False, limit_concurrency=256
+    )
     server = uvicorn.Server(config)
     server.run()
     return EXIT_OK
