@@ -265,7 +265,8 @@ def test_serve_bad_arguments(serve_python: Path, bundle: Path, tmp_path: Path) -
 
 
 @pytest.mark.slow
-def test_deploy_serve_starts_it_on_the_device_and_checks_health(serve_python: Path, bundle: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["local", "ssh"])
+def test_deploy_serve_starts_it_on_the_device_and_checks_health(kind: str, serve_python: Path, bundle: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     from tests.conftest import run_cli
 
     port = free_port()
@@ -273,9 +274,14 @@ def test_deploy_serve_starts_it_on_the_device_and_checks_health(serve_python: Pa
     remote.mkdir()
     b = tmp_path / "b" / bundle.name
     shutil.copytree(bundle, b)
-    r = run_cli("deploy", str(b), "--device", f"local:{serve_python}", "--runs", "5", "--remote-dir", str(remote), "--serve", "--serve-port", str(port), "-q")
+    if kind == "ssh":  # the real OpenSSH server on loopback: the background server must not hold the session open
+        sshd = request.getfixturevalue("sshd")
+        where = [f"ssh://{sshd.alias}?python={serve_python}", "--ssh-config", str(sshd.config)]
+    else:
+        where = [f"local:{serve_python}"]
+    r = run_cli("deploy", str(b), "--device", *where, "--runs", "5", "--remote-dir", str(remote), "--serve", "--serve-port", str(port), "-q", timeout=300)
     report = json.loads((b / "report.json").read_text())
-    sv = next(d for d in report["devices"] if d["device"] == f"local:{serve_python}").get("serve") or {}
+    sv = report["devices"][0].get("serve") or {}
     try:
         assert r.returncode == 0, r.stderr
         assert f"serving artifacts/model_int8.tflite at http://127.0.0.1:{port}/v2/models/digits on the device" in r.stdout
