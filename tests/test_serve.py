@@ -165,6 +165,7 @@ def test_bad_requests_are_4xx_and_the_server_keeps_serving(serve_python: Path, b
     head = json.dumps({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 8, 8, 1], "parameters": {"binary_data_size": 256}}]}).encode()
     bad: List[Tuple[str, str, bytes, Dict[str, str], int, str]] = [
         ("malformed JSON", infer, b'{"inputs": [', {}, 400, "not valid JSON"),
+        ("deeply nested", infer, b"[" * 200_000, {}, 400, "nested too deeply"),
         ("not an object", infer, b"[1, 2]", {}, 400, '"inputs" list'),
         ("wrong shape", infer, tensor_request(x.reshape(2, 64, 1, 1)), {}, 400, "the model takes [N, 8, 8, 1]"),
         ("too few values", infer, tensor_request(x[:1], shape=[2, 8, 8, 1]), {}, 400, "64 values for shape [2, 8, 8, 1]"),

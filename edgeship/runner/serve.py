@@ -174,6 +174,8 @@ class Model:
             req = json.loads(head)
         except (ValueError, UnicodeDecodeError) as e:
             raise BadRequest(f"the request body is not valid JSON ({e})") from None
+        except RecursionError:
+            raise BadRequest("the request body is not valid JSON (nested too deeply)") from None
         if not isinstance(req, dict) or not isinstance(req.get("inputs"), list):
             raise BadRequest('the request must be a JSON object with an "inputs" list')
         want = {n: s for n, s in self.inputs}
@@ -214,7 +216,7 @@ class Model:
                     raise BadRequest(f"input {name!r} has no data")
                 try:
                     x = np.asarray(data, dtype=np.float32)
-                except (ValueError, TypeError):
+                except (ValueError, TypeError, RecursionError):
                     raise BadRequest(f"input {name!r}: data must be numbers (FP32), flat or nested") from None
                 if x.size != count:
                     raise BadRequest(f"input {name!r}: {x.size} values for shape {shape} ({count} expected)")
@@ -475,7 +477,10 @@ def make_app(model: Model, token: Optional[str] = None, max_body: int = int(MAX_
         Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
         Route("/edgeship/v1/models/{name}/classify", classify, methods=["POST"]),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: not_found})
+    async def crashed(request: Request, exc: Exception) -> Any:  # a bug of ours: JSON too, and the server stays up
+        return error(500, f"{type(exc).__name__}: {str(exc)[:300]}")
+
+    return Starlette(routes=routes, exception_handlers={HTTPException: not_found, Exception: crashed})
 
 
 # --------------------------------------------------------------------------- systemd
@@ -524,7 +529,7 @@ def install_service(args: Any, manifest: Dict[str, Any]) -> int:
         passed += ["--batch-ms", str(args.batch_ms)]
     model = str(manifest.get("model", {}).get("name") or "model")
     name = "edgeship-serve-" + re.sub(r"[^A-Za-z0-9_.-]", "-", model) + ".service"
-    user = None if os.geteuid() == 0 else getpass.getuser()
+    user = (os.environ.get("SUDO_USER") or None) if os.geteuid() == 0 else getpass.getuser()  # sudo: run as the user, not root
     text = unit_text(bundle, model, sys.executable, pyz, passed, user)
     dest = os.path.join(args.unit_dir, name)
     print(f"# {dest}\n{text}")
