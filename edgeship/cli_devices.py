@@ -44,6 +44,8 @@ def _devices(specs: Tuple[str, ...], remote_python: Optional[str], ssh_config: O
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads (default: the profile's, capped at the device's cores).")
 @click.option("--remote-dir", default=None, help="Folder on the device for the copy (default: its temp dir).")
 @click.option("--keep", is_flag=True, help="Leave the copied bundle on the device.")
+@click.option("--serve", "serve", is_flag=True, help="Then serve the model there (KServe v2 over HTTP; a systemd unit when possible) and check its health; keeps the copy.")
+@click.option("--serve-port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port for --serve (on the device's 127.0.0.1).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 @signature_options
 def deploy(
@@ -57,6 +59,8 @@ def deploy(
     threads: Optional[int],
     remote_dir: Optional[str],
     keep: bool,
+    serve: bool,
+    serve_port: int,
     quiet: bool,
     require_signature: bool,
     allowed_signers: Optional[str],
@@ -74,7 +78,7 @@ def deploy(
             click.echo(f"… signature: {who}, every file as signed", err=True)
     select_artifacts(manifest, list(artifacts) or None)  # bad names are a usage error before any copying
     devs = _devices(device_specs, remote_python, ssh_config)
-    opts = DeployOptions(artifacts=list(artifacts) or None, runs=runs, seconds=seconds, threads=threads, remote_dir=remote_dir, keep=keep)
+    opts = DeployOptions(artifacts=list(artifacts) or None, runs=runs, seconds=seconds, threads=threads, remote_dir=remote_dir, keep=keep, serve=serve, serve_port=serve_port)
     log = (lambda m: None) if quiet else (lambda m: click.echo(f"… {m}", err=True))
     sections = run_deploy(bundle, devs, opts, log=log)
     try:
@@ -83,6 +87,10 @@ def deploy(
         raise UsageError(f"cannot add the device results to {bundle}: {e.strerror or e}; the bundle is unchanged (free some space and deploy again)") from None
     for s in sections:
         _print_section(s)
+        if s.get("serve"):
+            sv = s["serve"]
+            how = f"systemd unit {sv['service']}" if sv.get("service") else f"pid {sv.get('pid')}; {sv.get('note')}"
+            click.echo(f"{s['device']}: serving {sv['artifact']} at {sv['url']}/v2/models/{manifest['model']['name']} on the device ({how})")
     click.echo(f"device sections added to {bundle}/report.md, report.json and junit.xml")
     errors = [s for s in sections if s.get("error")]
     if errors:
@@ -171,6 +179,9 @@ def device_check_cmd(device_spec: str, bundle: Optional[Path], remote_python: Op
         ]
         for fmt, st in res["runtimes"].items():
             rows.append((f"{fmt} runtime", f"{st['runtime']} {st['version']}" if st["available"] else "missing"))
+        sv = res.get("serve")
+        if sv is not None:  # optional: only `serve` (HTTP) needs it
+            rows.append(("serve", f"can run (uvicorn {sv['uvicorn']}, Starlette {sv['starlette']})" if sv["available"] else f"not installed (only `serve` needs it: {sv['install']})"))
         width = max(len(k) for k, _ in rows)
         for k, v in rows:
             click.echo(f"{k:<{width}}  {v}")

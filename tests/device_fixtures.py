@@ -31,6 +31,11 @@ VENV_REQUIREMENTS: Dict[str, List[str]] = {
     "np2-litert-ort": ["numpy==2.4.6", "ai-edge-litert==2.3.0", "onnxruntime==1.31.1"],
 }
 
+# `serve` on the device: the current stack plus its optional HTTP server (tests/test_serve.py), and
+# the other side, a user's client machine with Triton's own v2 client (no edgeship, no runtime).
+SERVE_REQUIREMENTS: List[str] = [*VENV_REQUIREMENTS["np2-litert-ort"], "uvicorn==0.54.0", "starlette==1.10.0", "opencv-python-headless==5.0.0.93"]
+CLIENT_REQUIREMENTS: List[str] = ["numpy==2.4.6", "tritonclient[http]==2.73.0"]
+
 
 def venv_dir(requirements: List[str]) -> Path:
     root = Path(os.environ.get("EDGESHIP_TEST_VENVS") or Path.home() / ".cache" / "edgeship" / "test-venvs")

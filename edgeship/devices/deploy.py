@@ -85,6 +85,8 @@ class DeployOptions:
     remote_dir: Optional[str] = None  # base folder on the device (default: its temp dir)
     keep: bool = False  # leave the copy on the device
     timeout: float = 900
+    serve: bool = False  # then start `serve` there (a systemd unit when possible) and check its health
+    serve_port: int = 8000
 
 
 # --------------------------------------------------------------------------- steps
@@ -278,10 +280,73 @@ def deploy_one(
         section["failures"] = device_failures(section, manifest)
         section["passed"] = not section["failures"]
         section["error"] = None
+        if opts.serve:
+            if not check.get("serve", {}).get("available"):
+                raise DeviceError(f"{device.label}: serve needs uvicorn and Starlette there: {device.python} -m pip install uvicorn starlette", exit_code=4)
+            log(f"{device.label}: starting serve on port {opts.serve_port}")
+            section["serve"] = start_serve(device, rb, manifest, opts.serve_port)
         return section
     finally:
-        if not opts.keep:
+        if not opts.keep and not opts.serve:  # a served bundle stays where the server reads it
             device.remove(work)
+
+
+# Polls the server `serve` started on the device, from the device (it listens on the device's loopback).
+# argv: base url, model name, the bundle folder it must be serving, seconds to wait.
+SERVE_HEALTH = r"""
+import json, sys, time, urllib.request
+url, name, want, secs = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+end, last = time.time() + secs, "no answer"
+while time.time() < end:
+    try:
+        with urllib.request.urlopen(url + "/v2/health/ready", timeout=2) as r:
+            ready = r.status == 200
+        with urllib.request.urlopen(url + "/v2/models/" + name, timeout=2) as r:
+            meta = json.load(r)
+        got = meta.get("edgeship", {}).get("bundle")
+        if ready and got == want:
+            print(json.dumps({"ready": True, "metadata": meta}))
+            sys.exit(0)
+        last = "another server answers on this port (serving %s)" % got
+    except Exception as e:
+        last = "%s: %s" % (type(e).__name__, e)
+    time.sleep(0.3)
+print(json.dumps({"ready": False, "error": last}))
+"""
+
+
+def start_serve(device: Device, rb: str, manifest: Dict[str, Any], port: int) -> Dict[str, Any]:
+    """Start `serve` on the device and wait until it answers ready for this bundle.
+
+    A systemd unit when systemd runs there and the unit can be installed (it survives a reboot), else a
+    background process (it does not; the section says so and how to install the unit)."""
+    import shlex
+
+    pyz = f"{rb}/{RUNNER_FILE}"
+    base = [device.python, pyz, "serve", rb, "--port", str(port)]
+    out: Dict[str, Any] = {"url": f"http://127.0.0.1:{port}", "port": port, "service": None, "pid": None, "note": None}
+    has_systemd = device.run(["test", "-d", "/run/systemd/system"], timeout=60).returncode == 0
+    r = device.run([*base, "--install-service", "--yes"], timeout=120) if has_systemd else None
+    if r is not None and r.returncode == 0:
+        out["service"] = next((ln.split()[1] for ln in r.stderr.splitlines() if ln.startswith("started ")), None)
+    else:
+        why = tail(r.stderr) if r is not None else "systemd is not running there"
+        log_file = f"{rb}/serve.log"
+        cmd = " ".join(shlex.quote(x) for x in base) + f" > {shlex.quote(log_file)} 2>&1 < /dev/null & echo $!"
+        started = device.run(["sh", "-c", cmd], timeout=60)
+        out["pid"] = int(started.stdout.strip().splitlines()[-1]) if started.stdout.strip().isdigit() else None
+        out["note"] = (
+            f"a background process ({why}): it stops at reboot; for a service run there: "
+            f"sudo {device.python} {pyz} serve {rb} --port {port} --install-service --yes"
+        )
+    name = str(manifest.get("model", {}).get("name") or "model")
+    h = device.run([device.python, "-c", SERVE_HEALTH, out["url"], name, rb, "60"], timeout=120)
+    res = _json(h, device, "checking serve's health")
+    if not res.get("ready"):
+        log = device.run(["tail", "-n", "3", f"{rb}/serve.log"], timeout=60).stdout if out["pid"] else ""
+        raise DeviceError(f"{device.label}: serve did not become ready on port {port}: {res.get('error')} {tail(log)}".strip(), exit_code=4)
+    out.update(ready=True, artifact=res["metadata"]["edgeship"]["artifact"], chosen=res["metadata"]["edgeship"]["chosen"])
+    return out
 
 
 def device_failures(section: Dict[str, Any], manifest: Dict[str, Any]) -> List[str]:

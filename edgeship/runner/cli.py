@@ -1,4 +1,4 @@
-"""The on-device runner's command line: check, parity, bench, predict.
+"""The on-device runner's command line: check, parity, bench, predict, serve.
 
 Runs from the bundle as ``python3 edgeship-runner.pyz COMMAND [BUNDLE]``; needs Python 3.9+,
 NumPy and one runtime. Exit codes: 0 ok, 1 a check failed, 2 bad input, 4 runtime missing.
@@ -206,6 +206,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         check_signature(args, manifest)
     status = {fmt: runtime_status(fmt) for fmt in ("tflite", "onnx")}
     report: Dict[str, Any] = {"device": device_facts(args.bundle or "."), "runtimes": status, "artifacts": []}
+    from .serve import serve_status
+
+    report["serve"] = serve_status()  # optional: only `serve` needs it, so it never fails the check
     if manifest:
         report["artifacts"] = artifact_runnable(args.bundle, manifest, status)
         missing = [a for a in report["artifacts"] if not a["can_run"] and a["install"]]
@@ -445,6 +448,9 @@ def parser() -> argparse.ArgumentParser:
     pred.add_argument("--camera", type=int, default=None, metavar="N", help="read frames from camera N (OpenCV VideoCapture)")
     pred.add_argument("--frames", type=int, default=None, help="stop after this many camera frames (default: until Ctrl-C)")
     pred.add_argument("--top", type=int, default=3, help="how many classes to print (default 3)")
+    from .serve import add_parser
+
+    add_parser(sub)
     return p
 
 

@@ -49,6 +49,16 @@ def read_image(path: str, spec: Dict[str, Any]) -> np.ndarray:
     return img
 
 
+def decode_image(data: bytes, spec: Dict[str, Any]) -> np.ndarray:
+    """An image file's bytes (an upload) as ``read_image`` gives it; ValueError when OpenCV cannot decode them."""
+    cv2 = opencv("decoding uploaded images")
+    flag = cv2.IMREAD_GRAYSCALE if spec.get("color", "rgb") == "gray" else cv2.IMREAD_COLOR
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    if img is None:
+        raise ValueError("the body is not an image file OpenCV can decode (send .png or .jpg bytes)")
+    return img
+
+
 def preprocess(img: np.ndarray, spec: Dict[str, Any], input_shape: Sequence[int]) -> np.ndarray:
     """One uint8 image (gray or BGR) -> a float32 batch of one, exactly as the manifest says.
 
