@@ -325,6 +325,8 @@ def test_signed_bundle_round_trip(bundle: Path, keys: Dict[str, Path], tmp_path:
     one_line_error(run_cli("deploy", str(bundle), "--device", f"local:{sys.executable}", "--require-signature", "--allowed-signers", signers), 1, "is not signed")
     r = subprocess.run([*pyz, "check", str(bundle), "--require-signature", "--allowed-signers", signers], capture_output=True, text=True)
     one_line_error(r, 1, "is not signed")
+    r = subprocess.run([*pyz, "serve", str(bundle), "--require-signature", "--allowed-signers", signers], capture_output=True, text=True)
+    one_line_error(r, 1, "is not signed")  # refused before anything listens
     # sign, verify
     r = run_cli("sign", str(bundle), "--key", str(keys["ci"]))
     assert r.returncode == 0 and (bundle / "manifest.json.sig").is_file(), r.stderr

@@ -451,6 +451,7 @@ def parser() -> argparse.ArgumentParser:
     from .serve import add_parser
 
     add_parser(sub)
+    signing(sub.choices["serve"])
     return p
 
 

@@ -573,9 +573,10 @@ def read_token(args: Any) -> Optional[str]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .cli import load_manifest
+    from .cli import check_signature, load_manifest
 
     manifest = load_manifest(args.bundle)
+    check_signature(args, manifest)  # --require-signature: refuse an unsigned bundle before serving it
     if args.install_service:
         choose_artifact(manifest, args.artifact)  # refuse now what would fail at every boot
         return install_service(args, manifest)
