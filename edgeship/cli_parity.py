@@ -43,7 +43,8 @@ def validate(bundle_or_artifact, reference, artifacts, inputs, target, recipe, e
         Path(report_dir).mkdir(parents=True, exist_ok=True)
         write_all(data, Path(report_dir))
     if not data["passed"]:
-        raise EdgeshipError(f"{len(data['failures'])} budget check(s) failed", exit_code=1)
+        more = " …" if len(data["failures"]) > 1 else ""
+        raise EdgeshipError(f"{len(data['failures'])} budget check(s) failed: {data['failures'][0] if data['failures'] else ''}{more}", exit_code=1)
 
 
 def _print_parity(data) -> None:  # type: ignore[no-untyped-def]

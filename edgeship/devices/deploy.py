@@ -25,6 +25,7 @@ from ..errors import CheckFailed, DeviceError, EdgeshipError, UsageError
 from ..runner.bundlefmt import MANIFEST, PARITY_INPUTS, PARITY_REFERENCE, RUNNER_FILE, SIGNATURE
 from ..sources import sha256_file
 from .base import Device, tail
+
 MIN_PYTHON = (3, 9)
 
 # Runs on the device's Python before anything is copied: written for any Python 3 so an old one
@@ -144,6 +145,8 @@ def runner_files(bundle: Path, manifest: Dict[str, Any], arts: List[Dict[str, An
 
 def stage(device: Device, files: Dict[str, Path], info: Dict[str, Any], timeout: float) -> str:
     """Copy ``files`` to the device's work folder, verify them there, rename into place; the bundle path."""
+    from ..bundle import inside
+
     need_mb = int(sum(p.stat().st_size for p in files.values()) * 1.2 / (1 << 20)) + 2  # + outputs, results
     if info["free_mb"] < need_mb:
         raise DeviceError(
@@ -152,8 +155,6 @@ def stage(device: Device, files: Dict[str, Path], info: Dict[str, Any], timeout:
         )
     work = info["workdir"]
     incoming, final = f"{work}/.incoming", f"{work}/bundle"
-    from ..bundle import inside
-
     with tempfile.TemporaryDirectory(prefix="edgeship-stage-") as tmp:
         local = Path(tmp) / "b"
         local.mkdir()
