@@ -145,6 +145,7 @@ def device_check_cmd(device_spec: str, bundle: Optional[Path], remote_python: Op
             ("device", dev.label),
             ("architecture", f["machine"]),
             ("CPU", f["cpu"] + (f" — {f['board']}" if f.get("board") else "")),
+            *([("emulated", f"{f['emulated']}: parity runs the Arm kernels, latency is not measured")] if f.get("emulated") else []),
             ("cores", str(f["cores"])),
             ("memory", f"{f['memory_mb']} MiB ({f.get('memory_available_mb')} MiB available)"),
             ("disk free", f"{f.get('disk_free_mb')} MiB"),

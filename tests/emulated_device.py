@@ -11,6 +11,7 @@ import os
 import platform
 import shutil
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,10 @@ def ensure_emulated(*generations: str) -> Path:
     can_install = shutil.which("apt-get") and os.geteuid() == 0
     if sys.platform != "linux" or platform.machine() != "x86_64" or not (can_install or (qemu.find_qemu() and shutil.which("apt-get"))):
         pytest.skip("the emulated Pi is prepared on an x86_64 Debian/Ubuntu host (apt-get; root to install qemu-user-static)")
-    for g in generations:
-        qemu.prepare_generation(g, root=root)
+    qemu.ensure_host_tools(lambda m: None)  # once, before the generations are fetched side by side
+    with ThreadPoolExecutor(max_workers=len(generations)) as pool:
+        for done in [pool.submit(qemu.prepare_generation, g, root=root) for g in generations]:
+            done.result()
     return root
 
 
