@@ -122,7 +122,7 @@ def _print_section(s: Dict[str, Any]) -> None:
 
 @click.group()
 def device() -> None:
-    """Inspect devices before deploying to them."""
+    """Inspect devices, or prepare an emulated one, before deploying to them."""
 
 
 @device.command("check")
@@ -183,7 +183,9 @@ def device_check_cmd(device_spec: str, bundle: Optional[Path], remote_python: Op
 def device_emulate_cmd(arch: str, cpu: str, numpy_gen: str, force: bool, as_json: bool, quiet: bool) -> None:
     """Prepare an emulated Raspberry Pi (Debian's arm64 Python under qemu-user with the profile's runtimes), once.
 
-    Then deploy to it: edgeship deploy BUNDLE --device qemu-arm64[:CPU][?numpy=1|2].
+    \b
+    Then deploy to it (latency there is not measured: emulated):
+      edgeship deploy BUNDLE --device 'qemu-arm64[:CPU][?numpy=1|2]'
     """
     from .devices.qemu import prepare
 

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -311,13 +312,15 @@ def cpu_python(numpy: str = DEFAULT_GENERATION, cpu: str = DEFAULT_CPU, qemu_cpu
     qemu = find_qemu()
     if not qemu:
         raise DeviceError(f"qemu-aarch64-static not found: sudo apt-get install {QEMU_PACKAGE}")
+    q = shlex.quote  # the cache folder is the user's choice ($EDGESHIP_EMULATED_DIR): any characters
     model = CPUS[cpu]
     cores = os.cpu_count() or 1
     qcpu = qemu_cpu or model.qemu
     folder = gen / f"cpu-{cpu}-{qcpu}-{cores}"
     wrapper_text = (
         f"#!/bin/sh\n# edgeship device emulate {ARCH}: Debian 12's arm64 Python 3.11 on an emulated {cpu} ({model.board}), qemu -cpu {qcpu}\n"
-        f'PYTHONNOUSERSITE=1 PYTHONPATH="{gen}/site" exec "{qemu}" -cpu {qcpu} -L "{folder}/sysroot" "{gen}/root/usr/bin/python3.11" "$@"\n'
+        f"PYTHONNOUSERSITE=1 PYTHONPATH={q(str(gen / 'site'))} exec {q(qemu)} -cpu {q(qcpu)} -L {q(str(folder / 'sysroot'))} "
+        f'{q(str(gen / "root/usr/bin/python3.11"))} "$@"\n'
     )
     if (folder / "python3").is_file() and (folder / "python3").read_text() == wrapper_text:
         return folder / "python3"
