@@ -282,9 +282,7 @@ def prepare_generation(numpy: str = DEFAULT_GENERATION, force: bool = False, log
             json.dumps({"arch": ARCH, "numpy": numpy, "debs": debs, "wheels": installed_wheels(work / "site"), "requirements": GENERATIONS[numpy]}, indent=1)
         )
 
-    if force:
-        shutil.rmtree(gen, ignore_errors=True)
-    build_in_place(gen, build, _complete)
+    build_in_place(gen, build, _complete)  # with --force the old one stays usable until the new one is complete
     return gen
 
 
