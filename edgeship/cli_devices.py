@@ -10,7 +10,10 @@ import click
 
 from .errors import CheckFailed, DeviceError, UsageError
 
-DEVICE_HELP = "ssh://[user@]host[:port][?python=PATH] (host may be a ~/.ssh/config alias) or local[:PYTHON]."
+DEVICE_HELP = (
+    "ssh://[user@]host[:port][?python=PATH] (host may be a ~/.ssh/config alias), local[:PYTHON], "
+    "or qemu-arm64[:cortex-a72|cortex-a76][?numpy=1|2] (an emulated Pi: `edgeship device emulate arm64`)."
+)
 SSH_CONFIG_HELP = "ssh_config file for ssh/scp (-F). Default: ssh's own (~/.ssh/config). Env: EDGESHIP_SSH_CONFIG."
 
 
@@ -133,7 +136,7 @@ def _print_section(s: Dict[str, Any]) -> None:
             f"{lat['p90_ms']:.3f}" if measured else "not measured",
             f"{o['max_abs']:.3g}",
             f"{o['top1_agreement']:.2%}" if o.get("top1_agreement") is not None else "–",
-            f"{a['max_abs_vs_host']:.3g}" if a.get("max_abs_vs_host") is not None else "–",
+            ("identical" if a["vs_host"]["identical"] else f"{a['vs_host']['max_abs']:.3g}") if a.get("vs_host") else "–",
             "[green]pass[/green]" if a["passed"] else "[red]FAIL[/red]",
         )
     console.print(table)
@@ -146,7 +149,7 @@ def _print_section(s: Dict[str, Any]) -> None:
 
 @click.group()
 def device() -> None:
-    """Inspect devices before deploying to them."""
+    """Inspect devices, or prepare an emulated one, before deploying to them."""
 
 
 @device.command("check")
@@ -169,6 +172,7 @@ def device_check_cmd(device_spec: str, bundle: Optional[Path], remote_python: Op
             ("device", dev.label),
             ("architecture", f["machine"]),
             ("CPU", f["cpu"] + (f" — {f['board']}" if f.get("board") else "")),
+            *([("emulated", f"{f['emulated']}: parity runs the Arm kernels, latency is not measured")] if f.get("emulated") else []),
             ("cores", str(f["cores"])),
             ("memory", f"{f['memory_mb']} MiB ({f.get('memory_available_mb')} MiB available)"),
             ("disk free", f"{f.get('disk_free_mb')} MiB"),
@@ -197,3 +201,35 @@ def device_check_cmd(device_spec: str, bundle: Optional[Path], remote_python: Op
         raise DeviceError(f"{dev.label} cannot run every required artifact of {bundle}; install: {'; '.join(res['install'])}")
     if bundle is None and not any(st["available"] for st in res["runtimes"].values()):
         raise DeviceError(f"{dev.label} has no runtime for TFLite or ONNX; install: {'; '.join(res['install'])}")
+
+
+@device.command("emulate")
+@click.argument("arch", type=click.Choice(["arm64"]))
+@click.option("--cpu", type=click.Choice(["cortex-a72", "cortex-a76"]), default="cortex-a72", show_default=True, help="CPU model qemu emulates: cortex-a72 (Raspberry Pi 4) or cortex-a76 (Pi 5).")
+@click.option("--numpy", "numpy_gen", type=click.Choice(["1", "2"]), default="2", show_default=True, help="Software generation: 2 = NumPy 2 + ai-edge-litert + onnxruntime (current Pi OS); 1 = NumPy 1 + tflite-runtime 2.14 (older images).")
+@click.option("--force", is_flag=True, help="Rebuild it even if prepared.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was prepared as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+def device_emulate_cmd(arch: str, cpu: str, numpy_gen: str, force: bool, as_json: bool, quiet: bool) -> None:
+    """Prepare an emulated Raspberry Pi (Debian's arm64 Python under qemu-user with the profile's runtimes), once.
+
+    \b
+    Then deploy to it (latency there is not measured: emulated):
+      edgeship deploy BUNDLE --device 'qemu-arm64[:CPU][?numpy=1|2]'
+    """
+    from .devices.qemu import prepare
+
+    log = (lambda m: None) if quiet else (lambda m: click.echo(f"… {m}", err=True))
+    p = prepare(cpu=cpu, numpy=numpy_gen, force=force, log=log)
+    if as_json:
+        click.echo(json.dumps(p.to_dict(), indent=2))
+        return
+    v = p.versions
+    wheels = {w["name"].lower().replace("_", "-"): w for w in p.wheels}
+    runtimes = ", ".join(
+        f"{name} {ver}" + (f" ({wheels[name]['platform']})" if name in wheels else "") for name, ver in v.items() if name not in ("python", "machine")
+    )
+    click.echo(f"{p.spec}: {'already prepared' if p.cached else 'prepared'} in {p.seconds:.1f} s, {p.size_bytes / (1 << 20):.0f} MiB at {p.folder}")
+    click.echo(f"  Python {v.get('python')} ({v.get('machine')}, Debian 12 arm64) under {p.qemu} -cpu {p.cpu}")
+    click.echo(f"  {runtimes}")
+    click.echo(f"  deploy to it: edgeship deploy BUNDLE --device '{p.spec}'   (its latency is not measured: emulated)")

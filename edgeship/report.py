@@ -220,11 +220,35 @@ def devices_md(data: Data) -> List[str]:
                 f"{_fmt(o['max_abs'])} | {_fmt(o['snr_db'], '.1f')} | "
                 f"{_fmt(o['top1_agreement'], '.2%') if o['top1_agreement'] is not None else '–'} | {_fmt(a.get('max_abs_vs_host'))} | {res} |"
             )
+        lines += vs_host_md(d, data)
         notes = [f"- `{a['artifact']}` latency not measured: {a['latency'].get('reason', '')}" for a in d["artifacts"] if a.get("ran") and a.get("latency") and not a["latency"].get("measured", True)]
         notes += [f"- `{a['artifact']}` parity {a['note']}" for a in d["artifacts"] if a.get("note")]
         if notes or d.get("failures"):
             lines += [""] + notes + [f"- {x}" for x in d.get("failures", [])]
     return lines
+
+
+def vs_host_text(v: Data) -> str:
+    """How a device's outputs compare with the build host's: 'identical' or by how much they differ."""
+    if v.get("identical"):
+        return "identical"
+    top1 = f", top-1 agreement {v['top1_agreement']:.2%}" if v.get("top1_agreement") is not None else ""
+    return f"differs: max abs {_fmt(v['max_abs'])}{top1}, {v['differing_values']} of {v['values']} values"
+
+
+def vs_host_md(d: Data, data: Data) -> List[str]:
+    """The device's outputs against the build host's, per artifact: a difference between architectures is shown, not hidden."""
+    cmp = [a for a in d["artifacts"] if a.get("ran") and a.get("vs_host")]
+    if not cmp:
+        return []
+    host = data.get("host") or {}
+    parts = [f"`{a['artifact']}` {vs_host_text(a['vs_host'])}" for a in cmp]
+    return [
+        "",
+        f"**Against the build host's outputs** ({host.get('machine', '?')}, same inputs, `parity/host_*.npz`) on {d['facts']['machine']}: "
+        + "; ".join(parts)
+        + ". The result column judges the device's outputs against the reference with the target's budgets; this comparison is shown, not judged.",
+    ]
 
 
 def device_junit_cases(data: Data) -> List[Dict[str, Any]]:

@@ -16,7 +16,7 @@ import json
 import math
 from typing import Any, Callable, List
 
-from .report import Data, _first_output, _fmt, _size, latency_cell, layer_score
+from .report import Data, _first_output, _fmt, _size, latency_cell, layer_score, vs_host_text
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;padding:0 1rem;color:#1b1f24}
@@ -284,11 +284,13 @@ def _devices(data: Data) -> str:
             continue
         f = d.get("facts", {})
         out.append(f"<p>{_e(f.get('cpu', '?'))} ({_e(f.get('cores', '?'))} cores, {_e(f.get('machine', '?'))}), {_e(f.get('os', ''))}</p>")
-        head = "<tr>" + "".join(f"<th>{h}</th>" for h in ("artifact", "runtime", "p50 ms", "p90 ms", "max abs", "SNR dB", "result")) + "</tr>"
+        if f.get("emulated"):
+            out.append(f"<p class='note'>Emulated: {_e(f['emulated'])}. Parity ran on the {_e(f.get('machine', '?'))} runtime's own kernels; latency is not the device's.</p>")
+        head = "<tr>" + "".join(f"<th>{h}</th>" for h in ("artifact", "runtime", "p50 ms", "p90 ms", "max abs", "SNR dB", "vs host", "result")) + "</tr>"
         rows = []
         for a in d.get("artifacts", []):
             if not a.get("ran"):
-                rows.append(f"<tr><td><code>{_e(a['artifact'])}</code></td><td class='l' colspan='5'>not run: {_e(a.get('reason', ''))}</td><td>–</td></tr>")
+                rows.append(f"<tr><td><code>{_e(a['artifact'])}</code></td><td class='l' colspan='6'>not run: {_e(a.get('reason', ''))}</td><td>–</td></tr>")
                 continue
             lat, o = a.get("latency") or {}, a["parity"]["outputs"][0]
             res = '<span class="pass">pass</span>' if a.get("passed") else '<span class="fail">FAIL</span>'
@@ -299,7 +301,8 @@ def _devices(data: Data) -> str:
                     if lat and lat.get("measured", True)
                     else f"<td colspan='2' title='{_e(lat.get('reason', ''))}'>not measured</td>"
                 )
-                + f"<td>{_fmt(o['max_abs'])}</td><td>{_fmt(o['snr_db'], '.1f')}</td><td>{res}</td></tr>"
+                + f"<td>{_fmt(o['max_abs'])}</td><td>{_fmt(o['snr_db'], '.1f')}</td>"
+                + f"<td class='l'>{_e(vs_host_text(a['vs_host'])) if a.get('vs_host') else '–'}</td><td>{res}</td></tr>"
             )
         out.append(f"<table>{head}{''.join(rows)}</table>")
     return "".join(out)

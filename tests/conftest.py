@@ -53,4 +53,4 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict |
 
 # Device-side environments (minimal venvs without TensorFlow, a real sshd): see device_fixtures.py.
 from tests.device_fixtures import device_venvs, sshd  # noqa: E402,F401
-from tests.emulated_device import aarch64_python  # noqa: E402,F401
+from tests.emulated_device import aarch64_python, emulated_pi  # noqa: E402,F401

@@ -1,8 +1,9 @@
 """Devices the bundle is deployed to: one interface (Device), one flow (deploy.py).
 
 ``parse_device`` turns a --device value into a Device: ``ssh://[user@]host[:port][?python=PATH]``
-or ``local[:PYTHON]``. PYTHON may be a wrapper script, e.g. one that runs an arm64 Python under
-qemu-user (the tests' emulated aarch64 device); the runner then reports itself as emulated.
+``local[:PYTHON]`` or ``qemu-arm64[:CPU][?numpy=1|2]`` (an emulated Raspberry Pi prepared by
+`edgeship device emulate arm64`: devices/qemu.py). PYTHON may be a wrapper script too; a Python that
+runs emulated is recognised by the runner, which then reports latency as not measured.
 """
 from __future__ import annotations
 
@@ -21,7 +22,11 @@ def parse_device(spec: str, remote_python: Optional[str] = None, ssh_config: Opt
         from .local import LocalDevice
 
         return LocalDevice.from_spec(spec)
-    raise UsageError(f"unknown device {spec!r}: expected ssh://[user@]host[:port] or local[:PYTHON]")
+    if spec == "qemu-arm64" or spec.startswith(("qemu-arm64:", "qemu-arm64?")):
+        from .qemu import QemuDevice
+
+        return QemuDevice.from_spec(spec)
+    raise UsageError(f"unknown device {spec!r}: expected ssh://[user@]host[:port], local[:PYTHON] or qemu-arm64[:CPU][?numpy=1|2]")
 
 
 __all__ = ["Device", "parse_device"]

@@ -125,6 +125,14 @@ def _read(path: str) -> str:
         return ""
 
 
+def _cpuinfo(path: str) -> Dict[str, str]:
+    info: Dict[str, str] = {}
+    for line in _read(path).splitlines():
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip().lower(), value.strip())
+    return info
+
+
 def device_facts(where: str = ".") -> Dict[str, Any]:
     """What this device is: architecture, CPU, cores, memory, OS, Python, NumPy, free disk."""
     import numpy as np
@@ -146,11 +154,10 @@ def device_facts(where: str = ".") -> Dict[str, Any]:
     for line in _read("/etc/os-release").splitlines():
         if line.startswith("PRETTY_NAME="):
             facts["os"] = f"{line.split('=', 1)[1].strip(chr(34))} ({platform.platform()})"
-    info: Dict[str, str] = {}
-    for line in _read("/proc/cpuinfo").splitlines():
-        key, _, value = line.partition(":")
-        info.setdefault(key.strip().lower(), value.strip())
-    facts["emulated"] = emulation(facts["machine"], info)
+    info, kernel = _cpuinfo("/proc/cpuinfo"), _cpuinfo("/proc/self/root/proc/cpuinfo")
+    # qemu-user's -L sysroot may hold an Arm /proc/cpuinfo (onnxruntime needs one); the same file reached
+    # through /proc/self/root is the real kernel's, which says what the CPU underneath is.
+    facts["emulated"] = emulation(facts["machine"], kernel or info)
     if info.get("model name"):  # x86, and some Arm kernels
         facts["cpu"] = info["model name"]
     elif info.get("cpu part"):  # Arm: name the core from its part number
