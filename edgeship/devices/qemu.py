@@ -89,6 +89,9 @@ CPUS: Dict[str, CpuModel] = {
 DEFAULT_CPU = "cortex-a72"  # the arm64 profile's first device, the Raspberry Pi 4
 
 
+# What of Debian's root the sysroot shows the emulated Python (the rest, /tmp and /root among them, stays the host's).
+SYSROOT_DIRS = ("bin", "etc", "lib", "sbin", "usr")
+
 def emulated_root() -> Path:
     """Where emulated devices live: $EDGESHIP_EMULATED_DIR, else <edgeship cache>/emulated."""
     from ..resources import cache_dir
@@ -317,6 +320,7 @@ def cpu_python(numpy: str = DEFAULT_GENERATION, cpu: str = DEFAULT_CPU, qemu_cpu
     folder = gen / f"cpu-{cpu}-{qcpu}-{cores}"
     wrapper_text = (
         f"#!/bin/sh\n# edgeship device emulate {ARCH}: Debian 12's arm64 Python 3.11 on an emulated {cpu} ({model.board}), qemu -cpu {qcpu}\n"
+        f"# sysroot: {' '.join(SYSROOT_DIRS)} and proc/cpuinfo\n"
         f"PYTHONNOUSERSITE=1 PYTHONPATH={q(str(gen / 'site'))} exec {q(qemu)} -cpu {q(qcpu)} -L {q(str(folder / 'sysroot'))} "
         f'{q(str(gen / "root/usr/bin/python3.11"))} "$@"\n'
     )
@@ -327,9 +331,12 @@ def cpu_python(numpy: str = DEFAULT_GENERATION, cpu: str = DEFAULT_CPU, qemu_cpu
     def build(work: Path) -> None:
         sysroot = work / "sysroot"
         sysroot.mkdir(parents=True)
-        for entry in sorted((gen / "root").iterdir()):  # the shared unpacked root, by symlink; proc/ is this CPU's
-            if entry.name != "proc":
-                os.symlink(entry, sysroot / entry.name)
+        # Only Debian's code and configuration, by symlink: qemu's -L redirects every path that exists
+        # in the sysroot, so a linked tmp/ or root/ would send the device's own work folders (and
+        # realpath on them) into the Debian tree and back. proc/ is this CPU's.
+        for name in SYSROOT_DIRS:
+            if (gen / "root" / name).exists():
+                os.symlink(gen / "root" / name, sysroot / name)
         (sysroot / "proc").mkdir()
         (sysroot / "proc" / "cpuinfo").write_text(cpuinfo(model, cores))
         (work / "python3").write_text(wrapper_text)  # final paths: the folder is renamed into place once complete
