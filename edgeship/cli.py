@@ -116,7 +116,7 @@ def train(sample: str, retrain: bool) -> None:
     _, _, metrics = train_sample(sample, retrain=retrain, progress=Progress())
     state = "cached" if metrics.get("cached") else f"trained in {metrics['train_seconds']} s"
     click.echo(
-        f"{sample}: held-out accuracy {metrics['test_accuracy']:.2%} on {metrics['test_samples']} images "
+        f"{sample}: held-out accuracy {metrics['test_accuracy']:.2%} on {metrics['test_samples']} held-out samples "
         f"({state}); model at {metrics['cache_path']}"
     )
 

@@ -58,13 +58,14 @@ def sample_dataset(mod: ModuleType) -> Tuple[Dataset, Dict[str, np.ndarray]]:
     train_idx, test_idx = mod.split(len(x), y, r["test_fraction"], r["seed"])
     rng = np.random.default_rng(r["seed"] + 1)
     calib_idx = rng.choice(train_idx, size=min(r["calibration_samples"], len(train_idx)), replace=False)
+    what = "real sentences" if getattr(mod, "KIND", "image") == "text" else "real images"
     ds = Dataset(
         calibration={mod.INPUT_NAME: x[calib_idx]},
         heldout={mod.INPUT_NAME: x[test_idx]},
         labels=y[test_idx],
-        origin=f"sample:{mod.NAME} held-out split ({len(test_idx)} real images, never trained on)",
+        origin=f"sample:{mod.NAME} held-out split ({len(test_idx)} {what}, never trained on)",
         class_names=list(mod.LABELS),
-        preprocessing=dict(mod.PREPROCESSING),
+        preprocessing=mod.preprocessing() if hasattr(mod, "preprocessing") else dict(mod.PREPROCESSING),
     )
     return ds, {"x": x[train_idx], "y": y[train_idx]}
 
@@ -122,10 +123,11 @@ def _fit(mod: ModuleType, train: Dict[str, np.ndarray], ds: Dataset, progress: P
     r = mod.RECIPE
     keras.utils.set_random_seed(r["seed"])
     model = mod.build_model(keras)
+    binary = getattr(mod, "LOSS", None) == "binary_crossentropy"
     model.compile(
         optimizer=keras.optimizers.Adam(r["learning_rate"]),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
+        metrics=["binary_accuracy" if binary else "accuracy"],
     )
     epochs = r["epochs"]
     t0 = time.perf_counter()
@@ -134,7 +136,8 @@ def _fit(mod: ModuleType, train: Dict[str, np.ndarray], ds: Dataset, progress: P
         class _Tick(keras.callbacks.Callback):
             def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
                 logs = logs or {}
-                advance(1, f"epoch {epoch + 1}/{epochs} loss {logs.get('loss', 0):.3f} acc {logs.get('accuracy', 0):.3f}")
+                acc = logs.get("accuracy", logs.get("binary_accuracy", 0))
+                advance(1, f"epoch {epoch + 1}/{epochs} loss {logs.get('loss', 0):.3f} acc {acc:.3f}")
 
         hist = model.fit(
             train["x"], train["y"], epochs=epochs, batch_size=r["batch_size"], verbose=0, shuffle=True, callbacks=[_Tick()]
@@ -142,12 +145,24 @@ def _fit(mod: ModuleType, train: Dict[str, np.ndarray], ds: Dataset, progress: P
     seconds = time.perf_counter() - t0
     x_test = ds.heldout[mod.INPUT_NAME]
     probs = model.predict(x_test, batch_size=256, verbose=0)
-    acc = float(np.mean(probs.argmax(axis=1) == ds.labels))
+    acc = accuracy(probs, ds.labels)
     return model, {
         "test_accuracy": acc,
         "test_samples": int(len(x_test)),
         "train_samples": int(len(train["x"])),
         "train_seconds": round(seconds, 2),
-        "final_train_accuracy": float(hist.history["accuracy"][-1]),
+        "final_train_accuracy": float(hist.history["binary_accuracy" if binary else "accuracy"][-1]),
         "epochs": epochs,
     }
+
+
+def predicted_labels(probs: np.ndarray) -> np.ndarray:
+    """Class indices: argmax of several outputs, ``p >= 0.5`` of one sigmoid unit."""
+    probs = np.asarray(probs)
+    if probs.ndim == 1 or probs.shape[-1] == 1:
+        return (probs.reshape(len(probs), -1)[:, 0] >= 0.5).astype(np.int64)
+    return probs.argmax(axis=-1)
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(predicted_labels(probs) == np.asarray(labels).reshape(-1)))
