@@ -47,7 +47,15 @@ def cache_key(mod: ModuleType) -> str:
         if f.is_file() and f.suffix in (".py", ".npz", ".npy"):
             h.update(f.name.encode())
             h.update(sha256_file(f).encode())
-    h.update(keras.__version__.encode())
+    for f in getattr(mod, "DATA", []):
+        h.update(Path(f).name.encode())
+        h.update(sha256_file(Path(f)).encode())
+    if getattr(mod, "FRAMEWORK", "keras") == "torch":
+        import torch
+
+        h.update(torch.__version__.encode())
+    else:
+        h.update(keras.__version__.encode())
     return h.hexdigest()[:16]
 
 
@@ -76,10 +84,12 @@ def train_sample(
     progress: Optional[Progress] = None,
 ) -> Tuple[Source, Dataset, Dict[str, Any]]:
     """Return the trained sample model (from the cache when its key matches), its data and metrics."""
-    import keras
-
     progress = progress or Progress(enabled=False)
     mod = sample_module(name)
+    if getattr(mod, "FRAMEWORK", "keras") == "torch":
+        return _torch_sample(mod, name, retrain, progress)
+    import keras
+
     key = cache_key(mod)
     entry = cache_dir() / "models" / f"{name}-{key}"
     ds, train = sample_dataset(mod)
@@ -166,3 +176,82 @@ def predicted_labels(probs: np.ndarray) -> np.ndarray:
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(predicted_labels(probs) == np.asarray(labels).reshape(-1)))
+
+
+TORCH_SAMPLE_INSTALL = "pip install 'edgeship[torch]'"
+
+
+def _torch_sample(mod: ModuleType, name: str, retrain: bool, progress: Progress) -> Tuple[Source, Dataset, Dict[str, Any]]:
+    """A PyTorch sample: trained (or taken from the cache) as a state_dict, then the usual torch source."""
+    try:
+        import torch
+    except ImportError:
+        raise UsageError(f"the sample '{name}' is a PyTorch model and PyTorch is not installed: {TORCH_SAMPLE_INSTALL}") from None
+    from .sources.torch import torch_source
+
+    key = cache_key(mod)
+    entry = cache_dir() / "models" / f"{name}-{key}"
+    ds, train = sample_dataset(mod)
+    weights = entry / "model.pt"
+    metrics_path = entry / "metrics.json"
+    torch.manual_seed(mod.RECIPE["seed"])
+    net = mod.build_model(torch)
+    if weights.is_file() and metrics_path.is_file() and not retrain:
+        net.load_state_dict(torch.load(str(weights), map_location="cpu", weights_only=True))
+        metrics = json.loads(metrics_path.read_text())
+        metrics["cached"] = True
+    else:
+        metrics = _fit_torch(mod, net, train, ds, progress)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=_ensure(entry.parent)))
+        torch.save(net.state_dict(), tmp / "model.pt")
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if entry.exists():
+            shutil.rmtree(entry)
+        os.replace(tmp, entry)
+        metrics["cached"] = False
+    metrics["cache_path"] = str(weights)
+    shape = [1] + list(ds.heldout[mod.INPUT_NAME].shape[1:])
+    src = torch_source(net, mod.NAME, f"sample:{name}", {mod.INPUT_NAME: shape}, weights)
+    src.info.update(sample=name, cache_key=key, recipe=dict(mod.RECIPE), test_accuracy=metrics["test_accuracy"])
+    return src, ds, metrics
+
+
+def _fit_torch(mod: ModuleType, net: Any, train: Dict[str, np.ndarray], ds: Dataset, progress: Progress) -> Dict[str, Any]:
+    import torch
+
+    r = mod.RECIPE
+    gen = torch.Generator().manual_seed(r["seed"])
+    x = torch.from_numpy(train["x"])
+    y = torch.from_numpy(train["y"])
+    opt = torch.optim.SGD(net.parameters(), lr=r["learning_rate"], momentum=r["momentum"])
+    loss_fn = torch.nn.CrossEntropyLoss()
+    epochs = r["epochs"]
+    t0 = time.perf_counter()
+    correct = 0
+    with progress.task(f"training sample model '{mod.NAME}' (PyTorch)", total=epochs) as advance:
+        for epoch in range(epochs):
+            net.train()
+            order = torch.randperm(len(x), generator=gen)
+            total, correct = 0.0, 0
+            for i in range(0, len(x), r["batch_size"]):
+                idx = order[i : i + r["batch_size"]]
+                opt.zero_grad()
+                logits = net(x[idx])
+                loss = loss_fn(logits, y[idx])
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+                correct += int((logits.argmax(1) == y[idx]).sum())
+            advance(1, f"epoch {epoch + 1}/{epochs} loss {total / len(x):.3f} acc {correct / len(x):.3f}")
+    seconds = time.perf_counter() - t0
+    net.eval()
+    with torch.no_grad():
+        logits = net(torch.from_numpy(ds.heldout[mod.INPUT_NAME])).numpy()
+    return {
+        "test_accuracy": accuracy(logits, ds.labels),
+        "test_samples": int(len(ds.labels)),
+        "train_samples": int(len(x)),
+        "train_seconds": round(seconds, 2),
+        "final_train_accuracy": correct / len(x),
+        "epochs": epochs,
+    }
