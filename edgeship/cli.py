@@ -48,18 +48,31 @@ def cli() -> None:
 @click.option("--runs", type=click.IntRange(min=1), default=None, help="Timed latency runs per artifact (default: the profile's).")
 @click.option("--retrain", is_flag=True, help="Train the sample model again even if a cached one matches.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output; only the summary.")
+@click.option("--prune", "prune", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=None, metavar="SPARSITY",
+              help="Magnitude-prune the Keras model to this fraction of zero weights (e.g. 0.8), fine-tuning on the training data, then build it.")
 @input_options
-def build(target: str, sample: str, out: Optional[str], runs: Optional[int], retrain: bool, quiet: bool, **inputs: Any) -> None:
+def build(target: str, sample: str, out: Optional[str], runs: Optional[int], retrain: bool, quiet: bool, prune: Optional[float], **inputs: Any) -> None:
     """Train or load a model, convert and quantize it for TARGET, prove parity, time it, and bundle it."""
     from .build import run_builds
     from .progress import Progress
 
+    progress = Progress(enabled=not quiet)
+    given = pop_inputs(inputs)
+    loaded = report = None
+    if prune is not None:
+        from .compress import pruned_source
+
+        source, dataset, training, report = pruned_source(given, sample, retrain, prune, progress)
+        loaded = (source, dataset, training)
     results = run_builds(
-        target, out=out, sample=sample, retrain=retrain, runs=runs or 0, progress=Progress(enabled=not quiet),
-        inputs=pop_inputs(inputs),
+        target, out=out, sample=sample, retrain=retrain, runs=runs or 0, progress=progress, inputs=given, loaded=loaded,
     )
     for result in results:
         _print_summary(result)
+        if report is not None:
+            from .cli_compress import print_pruning
+
+            print_pruning(result, report)
     failed = [r for r in results if not r.passed]
     if failed:
         raise EdgeshipError(
@@ -196,6 +209,11 @@ from .cli_parity import compare_cmd as _compare, report as _report, validate as 
 cli.add_command(_validate)
 cli.add_command(_report)
 cli.add_command(_compare)
+
+# Compression (issue 17): distill; `build --prune` above.
+from .cli_compress import distill as _distill  # noqa: E402
+
+cli.add_command(_distill)
 
 
 def main(argv: Optional[list] = None) -> None:
