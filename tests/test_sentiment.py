@@ -114,3 +114,12 @@ def test_generated_token_ids_keep_their_dtype_and_range():
     ids = ds.heldout["ids"]
     assert ids.dtype == np.int64 and ids.min() >= 0 and ids.max() < 256 and len(np.unique(ids)) > 10
     assert ds.calibration["x"].dtype == np.float32
+
+
+def test_validate_generates_token_ids_inside_the_vocabulary():
+    from edgeship.runner.runners import TensorInfo
+    from edgeship.validate import generated_inputs
+
+    feed, how = generated_inputs([TensorInfo("tokens", [1, 48], "int32")], highs={"tokens": 100})
+    assert feed["tokens"].dtype == np.int32 and 0 <= feed["tokens"].min() and feed["tokens"].max() < 100
+    assert "[0, 99]" in how
