@@ -86,3 +86,28 @@ def test_distill_rejects_a_student_that_predicts_other_classes(tmp_path):
     x = {"x": np.zeros((8, 4), np.float32)}
     with pytest.raises(UsageError, match="same classes"):
         distill(teacher, student, TrainData(x, np.zeros(8, np.int64), "t"), x, np.zeros(8, np.int64))
+
+
+@pytest.mark.slow
+def test_xnnpack_sparse_pattern_is_recognised_and_timed_on_and_off(tmp_path):
+    """A MobileNet-shaped stem (3x3 stride-2 over 3 channels, then 1x1) is the case XNNPACK's sparse path covers."""
+    import keras
+
+    from edgeship.compress import xnnpack_on_off, xnnpack_sparse_applies
+    from edgeship.convert.tflite import frozen_converter
+    from edgeship.sources.keras import keras_source
+
+    model = keras.Sequential([
+        keras.Input((32, 32, 3), name="image"),
+        keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu"),
+        keras.layers.Conv2D(16, 1, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(4, activation="softmax"),
+    ])
+    assert xnnpack_sparse_applies(model).startswith("may apply")
+    path = tmp_path / "m.tflite"
+    path.write_bytes(frozen_converter(keras_source(model, "m", None, ""))[0].convert())
+    t = xnnpack_on_off(path, {"image": np.zeros((1, 32, 32, 3), np.float32)}, threads=1, runs=20)
+    assert t["xnnpack_on_p50_ms"] > 0 and t["xnnpack_off_p50_ms"] > 0
+    digits_like = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, padding="same"), keras.layers.Flatten(), keras.layers.Dense(2)])
+    assert "stride (1, 1) over 1 channel" in xnnpack_sparse_applies(digits_like)
