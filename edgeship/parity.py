@@ -33,8 +33,8 @@ SNR_CAP_DB = 200.0  # identical outputs: report a finite, very high SNR rather t
 REL_FLOOR = 1e-6  # |reference| below this counts as this much in the relative error
 # Error histogram bins: fixed, log-spaced (4 per decade from 1e-8 to 10) so artifacts share one axis.
 HIST_EDGES = [float(10.0 ** (e / 4)) for e in range(-32, 5)]
-NONFINITE = "nan_inf"
-BINARY_THRESHOLD = 0.5  # the check that every output value is a finite number
+NONFINITE = "nan_inf"  # the check that every output value is a finite number
+BINARY_THRESHOLD = 0.5  # one output unit with every reference value in [0, 1] is read as a sigmoid probability
 
 
 @dataclass
