@@ -15,7 +15,7 @@ from __future__ import annotations
 import gzip
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -132,7 +132,6 @@ class PruneReport:
     method: str = "magnitude pruning, per layer, polynomial schedule, Keras 3 mask-and-fine-tune loop"
     xnnpack_sparse: str = ""
     seconds: float = 0.0
-    artifacts: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -181,9 +180,7 @@ def _masks(pairs: List[Tuple[Any, Any]], s: float) -> List[np.ndarray]:
             masks.append(np.ones_like(w, dtype=np.float32))
             continue
         thresh = np.partition(w.reshape(-1), k - 1)[k - 1]
-        m = (w > thresh).astype(np.float32)
-        # ties at the threshold: keep exactly size - k
-        masks.append(m)
+        masks.append((w > thresh).astype(np.float32))  # ties at the threshold go too: at least s zeros
     return masks
 
 
