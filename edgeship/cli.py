@@ -50,18 +50,31 @@ def cli() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress output; only the summary.")
 @click.option("--sign-key", default=None, envvar="EDGESHIP_SIGN_KEY", metavar="KEY",
               help="Sign each bundle's manifest with this OpenSSH private key (ssh-keygen -Y sign), e.g. ~/.ssh/id_ed25519. Env: EDGESHIP_SIGN_KEY.")
+@click.option("--prune", "prune", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=None, metavar="SPARSITY",
+              help="Magnitude-prune the Keras model to this fraction of zero weights (e.g. 0.8), fine-tuning on the training data, then build it.")
 @input_options
-def build(target: str, sample: str, out: Optional[str], runs: Optional[int], retrain: bool, quiet: bool, sign_key: Optional[str], **inputs: Any) -> None:
+def build(target: str, sample: str, out: Optional[str], runs: Optional[int], retrain: bool, quiet: bool, sign_key: Optional[str], prune: Optional[float], **inputs: Any) -> None:
     """Train or load a model, convert and quantize it for TARGET, prove parity, time it, and bundle it."""
     from .build import run_builds
     from .progress import Progress
 
+    progress = Progress(enabled=not quiet)
+    given = pop_inputs(inputs)
+    loaded = report = None
+    if prune is not None:
+        from .compress import pruned_source
+
+        source, dataset, training, report = pruned_source(given, sample, retrain, prune, progress)
+        loaded = (source, dataset, training)
     results = run_builds(
-        target, out=out, sample=sample, retrain=retrain, runs=runs or 0, progress=Progress(enabled=not quiet),
-        inputs=pop_inputs(inputs), sign_key=sign_key,
+        target, out=out, sample=sample, retrain=retrain, runs=runs or 0, progress=progress, inputs=given, loaded=loaded, sign_key=sign_key,
     )
     for result in results:
         _print_summary(result)
+        if report is not None:
+            from .cli_compress import print_pruning
+
+            print_pruning(result, report)
     failed = [r for r in results if not r.passed]
     if failed:
         raise EdgeshipError(
@@ -133,7 +146,7 @@ def train(sample: str, retrain: bool) -> None:
     _, _, metrics = train_sample(sample, retrain=retrain, progress=Progress())
     state = "cached" if metrics.get("cached") else f"trained in {metrics['train_seconds']} s"
     click.echo(
-        f"{sample}: held-out accuracy {metrics['test_accuracy']:.2%} on {metrics['test_samples']} images "
+        f"{sample}: held-out accuracy {metrics['test_accuracy']:.2%} on {metrics['test_samples']} held-out samples "
         f"({state}); model at {metrics['cache_path']}"
     )
 
@@ -213,6 +226,11 @@ from .cli_parity import compare_cmd as _compare, report as _report, validate as 
 cli.add_command(_validate)
 cli.add_command(_report)
 cli.add_command(_compare)
+
+# Compression (issue 17): distill; `build --prune` above.
+from .cli_compress import distill as _distill  # noqa: E402
+
+cli.add_command(_distill)
 
 
 def main(argv: Optional[list] = None) -> None:

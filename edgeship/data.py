@@ -265,17 +265,37 @@ def generated_dataset(source: Source, n_calibration: int = 128, n_heldout: int =
             shape = [n] + [d if d is not None else 1 for d in i.shape[1:]]
             if i.dtype.startswith("float"):
                 out[i.name] = rng.random(shape, dtype=np.float32)
-            else:
-                out[i.name] = np.zeros(shape, dtype=i.dtype)
+            else:  # token ids: inside the vocabulary, in the input's own dtype
+                out[i.name] = rng.integers(0, integer_high(source, i.name), shape).astype(i.dtype)
         return out
 
     return Dataset(
         calibration=make(n_calibration),
         heldout=make(n_heldout),
         labels=None,
-        origin=f"generated: uniform [0, 1) inputs ({n_heldout} held-out, {n_calibration} calibration)",
+        origin=f"generated: uniform [0, 1) inputs, integers inside their valid range ({n_heldout} held-out, {n_calibration} calibration)",
         generated=True,
     )
+
+
+def integer_high(source: Source, name: str) -> int:
+    """One past the largest valid value of an integer input: the smallest Embedding's vocabulary
+    of a Keras model (ids beyond it index nothing), else 256 (a byte's range)."""
+    high = 256
+    model = source.model if source.kind == "keras" else None
+    if model is not None:
+        dims = [int(layer.input_dim) for layer in _layers(model) if hasattr(layer, "input_dim") and type(layer).__name__ == "Embedding"]
+        if dims:
+            high = min(dims)
+    return high
+
+
+def _layers(model: Any) -> List[Any]:
+    out = []
+    for layer in getattr(model, "layers", []):
+        out.append(layer)
+        out.extend(_layers(layer))
+    return out
 
 
 def _show(dims: Sequence[Optional[int]]) -> str:

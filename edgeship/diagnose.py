@@ -75,7 +75,8 @@ def layer_label(tensor: str) -> str:
 
 def _samples(inputs: Dict[str, np.ndarray], n: int) -> List[Dict[str, np.ndarray]]:
     total = len(next(iter(inputs.values())))
-    return [{k: np.asarray(v[i : i + 1], dtype=np.float32) for k, v in inputs.items()} for i in range(min(n, total))]
+    keep = lambda x: x if np.asarray(x).dtype.kind in "iub" else np.asarray(x, dtype=np.float32)  # noqa: E731  token ids stay integers
+    return [{k: keep(v[i : i + 1]) for k, v in inputs.items()} for i in range(min(n, total))]
 
 
 # --------------------------------------------------------------------------- TFLite

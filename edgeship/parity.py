@@ -34,6 +34,7 @@ REL_FLOOR = 1e-6  # |reference| below this counts as this much in the relative e
 # Error histogram bins: fixed, log-spaced (4 per decade from 1e-8 to 10) so artifacts share one axis.
 HIST_EDGES = [float(10.0 ** (e / 4)) for e in range(-32, 5)]
 NONFINITE = "nan_inf"  # the check that every output value is a finite number
+BINARY_THRESHOLD = 0.5  # one output unit with every reference value in [0, 1] is read as a sigmoid probability
 
 
 @dataclass
@@ -93,6 +94,7 @@ class OutputMetrics:
     inf: int = 0
     quantile: float = QUANTILE
     top_k: Optional[int] = None
+    threshold: Optional[float] = None  # one sigmoid unit: top-1 means "same side of this threshold"
     histogram: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -132,6 +134,11 @@ class ParityResult:
 
 def _is_classifier(ref: np.ndarray) -> bool:
     return ref.ndim == 2 and ref.shape[1] > 1
+
+
+def _is_binary(ref: np.ndarray) -> bool:
+    """One unit of probabilities (a sigmoid): a class is which side of 0.5 it falls."""
+    return ref.ndim in (1, 2) and (ref.ndim == 1 or ref.shape[1] == 1) and ref.size > 0 and bool(np.all((ref >= 0) & (ref <= 1)))
 
 
 def error_histogram(err: np.ndarray) -> Dict[str, Any]:
@@ -216,6 +223,17 @@ def output_metrics(
             lab = np.asarray(labels).reshape(-1)
             m.accuracy = float(np.mean(top_out == lab))
             m.reference_accuracy = float(np.mean(top_ref == lab))
+            m.accuracy_drop = m.reference_accuracy - m.accuracy
+    elif _is_binary(ref):
+        # top-1 of one class means nothing: compare the thresholded predictions instead.
+        m.threshold = BINARY_THRESHOLD
+        cls_ref = ref.reshape(len(ref)) >= BINARY_THRESHOLD
+        cls_out = np.where(finite, out, np.nan).reshape(len(ref)) >= BINARY_THRESHOLD
+        m.top1_agreement = float(np.mean(cls_out == cls_ref))
+        if labels is not None and len(labels) == len(ref):
+            lab = np.asarray(labels).reshape(-1).astype(bool)
+            m.accuracy = float(np.mean(cls_out == lab))
+            m.reference_accuracy = float(np.mean(cls_ref == lab))
             m.accuracy_drop = m.reference_accuracy - m.accuracy
     return m
 

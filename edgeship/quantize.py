@@ -11,6 +11,11 @@ from .errors import UsageError
 from .sources import Dataset
 
 
+def _keep_int(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    return x if x.dtype.kind in "iub" else x.astype(np.float32)
+
+
 class _Reader:
     """onnxruntime's CalibrationDataReader over a dataset, one sample per call."""
 
@@ -18,7 +23,8 @@ class _Reader:
         n = len(next(iter(calibration.values())))
         if len(calibration) == 1 and len(input_names) == 1:
             calibration = {input_names[0]: next(iter(calibration.values()))}
-        self._it = iter([{k: calibration[k][i : i + 1].astype(np.float32) for k in input_names} for i in range(n)])
+        # Token ids and other integer inputs keep their dtype: calibration feeds what the model takes.
+        self._it = iter([{k: _keep_int(calibration[k][i : i + 1]) for k in input_names} for i in range(n)])
 
     def get_next(self) -> Optional[Dict[str, np.ndarray]]:
         return next(self._it, None)

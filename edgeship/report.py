@@ -68,7 +68,7 @@ def _md_host(data: Data) -> List[str]:
         lines += ["", "### Not built for this target", ""] + [f"- {', '.join(k)}: {why}" for why, k in by_reason.items()]
     if data.get("training"):
         tr = data["training"]
-        lines.append(f"Sample model held-out accuracy: {tr['test_accuracy']:.2%} on {tr['test_samples']} images.")
+        lines.append(f"Sample model held-out accuracy: {tr['test_accuracy']:.2%} on {tr['test_samples']} held-out samples.")
     return lines
 
 

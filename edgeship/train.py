@@ -47,7 +47,15 @@ def cache_key(mod: ModuleType) -> str:
         if f.is_file() and f.suffix in (".py", ".npz", ".npy"):
             h.update(f.name.encode())
             h.update(sha256_file(f).encode())
-    h.update(keras.__version__.encode())
+    for f in getattr(mod, "DATA", []):
+        h.update(Path(f).name.encode())
+        h.update(sha256_file(Path(f)).encode())
+    if getattr(mod, "FRAMEWORK", "keras") == "torch":
+        import torch
+
+        h.update(torch.__version__.encode())
+    else:
+        h.update(keras.__version__.encode())
     return h.hexdigest()[:16]
 
 
@@ -58,13 +66,14 @@ def sample_dataset(mod: ModuleType) -> Tuple[Dataset, Dict[str, np.ndarray]]:
     train_idx, test_idx = mod.split(len(x), y, r["test_fraction"], r["seed"])
     rng = np.random.default_rng(r["seed"] + 1)
     calib_idx = rng.choice(train_idx, size=min(r["calibration_samples"], len(train_idx)), replace=False)
+    what = "real sentences" if getattr(mod, "KIND", "image") == "text" else "real images"
     ds = Dataset(
         calibration={mod.INPUT_NAME: x[calib_idx]},
         heldout={mod.INPUT_NAME: x[test_idx]},
         labels=y[test_idx],
-        origin=f"sample:{mod.NAME} held-out split ({len(test_idx)} real images, never trained on)",
+        origin=f"sample:{mod.NAME} held-out split ({len(test_idx)} {what}, never trained on)",
         class_names=list(mod.LABELS),
-        preprocessing=dict(mod.PREPROCESSING),
+        preprocessing=mod.preprocessing() if hasattr(mod, "preprocessing") else dict(mod.PREPROCESSING),
     )
     return ds, {"x": x[train_idx], "y": y[train_idx]}
 
@@ -75,10 +84,12 @@ def train_sample(
     progress: Optional[Progress] = None,
 ) -> Tuple[Source, Dataset, Dict[str, Any]]:
     """Return the trained sample model (from the cache when its key matches), its data and metrics."""
-    import keras
-
     progress = progress or Progress(enabled=False)
     mod = sample_module(name)
+    if getattr(mod, "FRAMEWORK", "keras") == "torch":
+        return _torch_sample(mod, name, retrain, progress)
+    import keras
+
     key = cache_key(mod)
     entry = cache_dir() / "models" / f"{name}-{key}"
     ds, train = sample_dataset(mod)
@@ -122,10 +133,11 @@ def _fit(mod: ModuleType, train: Dict[str, np.ndarray], ds: Dataset, progress: P
     r = mod.RECIPE
     keras.utils.set_random_seed(r["seed"])
     model = mod.build_model(keras)
+    binary = getattr(mod, "LOSS", None) == "binary_crossentropy"
     model.compile(
         optimizer=keras.optimizers.Adam(r["learning_rate"]),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
+        metrics=["binary_accuracy" if binary else "accuracy"],
     )
     epochs = r["epochs"]
     t0 = time.perf_counter()
@@ -134,7 +146,8 @@ def _fit(mod: ModuleType, train: Dict[str, np.ndarray], ds: Dataset, progress: P
         class _Tick(keras.callbacks.Callback):
             def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
                 logs = logs or {}
-                advance(1, f"epoch {epoch + 1}/{epochs} loss {logs.get('loss', 0):.3f} acc {logs.get('accuracy', 0):.3f}")
+                acc = logs.get("accuracy", logs.get("binary_accuracy", 0))
+                advance(1, f"epoch {epoch + 1}/{epochs} loss {logs.get('loss', 0):.3f} acc {acc:.3f}")
 
         hist = model.fit(
             train["x"], train["y"], epochs=epochs, batch_size=r["batch_size"], verbose=0, shuffle=True, callbacks=[_Tick()]
@@ -142,12 +155,103 @@ def _fit(mod: ModuleType, train: Dict[str, np.ndarray], ds: Dataset, progress: P
     seconds = time.perf_counter() - t0
     x_test = ds.heldout[mod.INPUT_NAME]
     probs = model.predict(x_test, batch_size=256, verbose=0)
-    acc = float(np.mean(probs.argmax(axis=1) == ds.labels))
+    acc = accuracy(probs, ds.labels)
     return model, {
         "test_accuracy": acc,
         "test_samples": int(len(x_test)),
         "train_samples": int(len(train["x"])),
         "train_seconds": round(seconds, 2),
-        "final_train_accuracy": float(hist.history["accuracy"][-1]),
+        "final_train_accuracy": float(hist.history["binary_accuracy" if binary else "accuracy"][-1]),
+        "epochs": epochs,
+    }
+
+
+def predicted_labels(probs: np.ndarray) -> np.ndarray:
+    """Class indices: argmax of several outputs, ``p >= 0.5`` of one sigmoid unit."""
+    probs = np.asarray(probs)
+    if probs.ndim == 1 or probs.shape[-1] == 1:
+        return (probs.reshape(len(probs), -1)[:, 0] >= 0.5).astype(np.int64)
+    return probs.argmax(axis=-1)
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(predicted_labels(probs) == np.asarray(labels).reshape(-1)))
+
+
+TORCH_SAMPLE_INSTALL = "pip install 'edgeship[torch]'"
+
+
+def _torch_sample(mod: ModuleType, name: str, retrain: bool, progress: Progress) -> Tuple[Source, Dataset, Dict[str, Any]]:
+    """A PyTorch sample: trained (or taken from the cache) as a state_dict, then the usual torch source."""
+    try:
+        import torch
+    except ImportError:
+        raise UsageError(f"the sample '{name}' is a PyTorch model and PyTorch is not installed: {TORCH_SAMPLE_INSTALL}") from None
+    from .sources.torch import torch_source
+
+    key = cache_key(mod)
+    entry = cache_dir() / "models" / f"{name}-{key}"
+    ds, train = sample_dataset(mod)
+    weights = entry / "model.pt"
+    metrics_path = entry / "metrics.json"
+    torch.manual_seed(mod.RECIPE["seed"])
+    net = mod.build_model(torch)
+    if weights.is_file() and metrics_path.is_file() and not retrain:
+        net.load_state_dict(torch.load(str(weights), map_location="cpu", weights_only=True))
+        metrics = json.loads(metrics_path.read_text())
+        metrics["cached"] = True
+    else:
+        metrics = _fit_torch(mod, net, train, ds, progress)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=_ensure(entry.parent)))
+        torch.save(net.state_dict(), tmp / "model.pt")
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if entry.exists():
+            shutil.rmtree(entry)
+        os.replace(tmp, entry)
+        metrics["cached"] = False
+    metrics["cache_path"] = str(weights)
+    shape = [1] + list(ds.heldout[mod.INPUT_NAME].shape[1:])
+    src = torch_source(net, mod.NAME, f"sample:{name}", {mod.INPUT_NAME: shape}, weights)
+    src.info.update(sample=name, cache_key=key, recipe=dict(mod.RECIPE), test_accuracy=metrics["test_accuracy"])
+    return src, ds, metrics
+
+
+def _fit_torch(mod: ModuleType, net: Any, train: Dict[str, np.ndarray], ds: Dataset, progress: Progress) -> Dict[str, Any]:
+    import torch
+
+    r = mod.RECIPE
+    gen = torch.Generator().manual_seed(r["seed"])
+    x = torch.from_numpy(train["x"])
+    y = torch.from_numpy(train["y"])
+    opt = torch.optim.SGD(net.parameters(), lr=r["learning_rate"], momentum=r["momentum"])
+    loss_fn = torch.nn.CrossEntropyLoss()
+    epochs = r["epochs"]
+    t0 = time.perf_counter()
+    correct = 0
+    with progress.task(f"training sample model '{mod.NAME}' (PyTorch)", total=epochs) as advance:
+        for epoch in range(epochs):
+            net.train()
+            order = torch.randperm(len(x), generator=gen)
+            total, correct = 0.0, 0
+            for i in range(0, len(x), r["batch_size"]):
+                idx = order[i : i + r["batch_size"]]
+                opt.zero_grad()
+                logits = net(x[idx])
+                loss = loss_fn(logits, y[idx])
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+                correct += int((logits.argmax(1) == y[idx]).sum())
+            advance(1, f"epoch {epoch + 1}/{epochs} loss {total / len(x):.3f} acc {correct / len(x):.3f}")
+    seconds = time.perf_counter() - t0
+    net.eval()
+    with torch.no_grad():
+        logits = net(torch.from_numpy(ds.heldout[mod.INPUT_NAME])).numpy()
+    return {
+        "test_accuracy": accuracy(logits, ds.labels),
+        "test_samples": int(len(ds.labels)),
+        "train_samples": int(len(x)),
+        "train_seconds": round(seconds, 2),
+        "final_train_accuracy": correct / len(x),
         "epochs": epochs,
     }

@@ -83,9 +83,10 @@ def _onnx_source(path: Path, shapes: Optional[Dict[str, List[int]]] = None) -> O
 # --------------------------------------------------------------------------- generated inputs
 
 
-def generated_inputs(infos: List[Any], n: int = 64, seed: int = 0) -> Tuple[Dict[str, np.ndarray], str]:
+def generated_inputs(infos: List[Any], n: int = 64, seed: int = 0, highs: Optional[Dict[str, int]] = None) -> Tuple[Dict[str, np.ndarray], str]:
     """Inputs that respect each input's dtype and range: a quantized input's representable float
-    range, integers within their type, floats in [0, 1). Returns (feed, description)."""
+    range, integers within their type and below ``highs[name]`` (token ids inside the reference's
+    Embedding vocabulary), floats in [0, 1). Returns (feed, description)."""
     rng = np.random.default_rng(seed)
     feed, how = {}, []
     for t in infos:
@@ -97,7 +98,7 @@ def generated_inputs(infos: List[Any], n: int = 64, seed: int = 0) -> Tuple[Dict
             feed[t.name] = rng.uniform(lo, hi, shape).astype(np.float32)
             how.append(f"{t.name}: uniform [{lo:.3g}, {hi:.3g}] (its int8 range)")
         elif kind in "iu":
-            hi = min(int(np.iinfo(np.dtype(t.dtype)).max), 255)
+            hi = min(int(np.iinfo(np.dtype(t.dtype)).max), int((highs or {}).get(t.name, 256)) - 1)
             feed[t.name] = rng.integers(0, hi + 1, shape).astype(t.dtype)
             how.append(f"{t.name}: integers [0, {hi}]")
         else:
@@ -244,10 +245,13 @@ def validate_artifact(
         feed = load_npz(Path(inputs))
         labels = feed.pop(LABELS_KEY, None)
         origin = f"user data: {inputs} ({len(next(iter(feed.values())))} samples)"
-    else:
-        feed, origin = generated_inputs(runner.inputs)
-        notes.append("no --inputs given: parity ran on generated inputs; pass --inputs held_out.npz for real data")
     source, run_ref = load_reference(Path(reference))
+    if inputs is None:
+        from .data import integer_high
+
+        highs = {i.name: integer_high(source, i.name) for i in runner.inputs} if source is not None else {}
+        feed, origin = generated_inputs(runner.inputs, highs=highs)
+        notes.append("no --inputs given: parity ran on generated inputs; pass --inputs held_out.npz for real data")
     ref = run_ref(feed)
     out = runner.run(feed)
     p = compare(path.name, ref, out, profile.budget_for(recipe), labels=labels, inputs_from=origin)

@@ -20,13 +20,19 @@ from . import Skipped
 from .tf_graph import TF_KINDS, tf_function
 
 
+def feed_dtype(x: np.ndarray) -> np.ndarray:
+    """Floats as float32; integer inputs (token ids) keep their own dtype, never cast to float."""
+    x = np.asarray(x)
+    return x if x.dtype.kind in "iub" else x.astype(np.float32)
+
+
 def representative(source: Source, dataset: Dataset) -> Any:
     """Calibration samples one at a time, in the function's input order."""
 
     def gen() -> Iterator[List[np.ndarray]]:
         n = len(next(iter(dataset.calibration.values())))
         for i in range(n):
-            yield [dataset.calibration[inp.name][i : i + 1].astype(np.float32) for inp in source.inputs]
+            yield [feed_dtype(dataset.calibration[inp.name][i : i + 1]) for inp in source.inputs]
 
     return gen
 

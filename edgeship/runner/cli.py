@@ -354,6 +354,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     spec = manifest.get("preprocessing")
     if not spec:
         raise RunnerError("this bundle records no preprocessing, so predict cannot turn an image into an input; rebuild it with a model that declares one")
+    from .text import is_text
+
+    if is_text(spec):
+        return _predict_text(args, manifest, spec)
     try:
         opencv("predict")
     except OpenCVMissing as e:
@@ -401,6 +405,43 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _predict_text(args: argparse.Namespace, manifest: Dict[str, Any], spec: Dict[str, Any]) -> int:
+    """Sentences -> token ids (the bundle's own vocabulary and rules, NumPy + stdlib) -> the model."""
+    import numpy as np
+
+    from .images import top_classes
+    from .runners import open_runner
+    from .text import Tokenizer
+
+    if args.camera is not None or not args.images:
+        raise RunnerError('this bundle takes text: give one or more sentences, e.g. predict "a fine, moving film"')
+    try:
+        tokenizer = Tokenizer(spec)
+    except (ValueError, KeyError, TypeError) as e:
+        raise RunnerError(f"the bundle's text preprocessing is unusable: {e}") from None
+    art = _predict_artifact(manifest, args.artifact)
+    path = verify_artifact(args.bundle, manifest, art)
+    runner = open_runner(path, art["format"], threads=args.threads or default_threads(manifest), **runner_options(manifest, art["format"]))
+    names = manifest.get("class_names") or []
+    input_name = runner.inputs[0].name
+    results = []
+    for text in args.images:
+        ids = tokenizer([text])
+        y = np.asarray(next(iter(runner.run({input_name: ids}).values()))[0], np.float64).reshape(-1)
+        if y.size == 1:  # one sigmoid unit: P(class 1), the class is which side of 0.5
+            p = float(y[0])
+            label = lambda i: names[i] if i < len(names) else str(i)  # noqa: E731
+            top = sorted([(label(1), p), (label(0), 1.0 - p)], key=lambda t: -t[1])[: args.top]
+        else:
+            top = top_classes(y, names, args.top)
+        results.append({"text": text, "tokens": [int(t) for t in ids[0] if t != tokenizer.pad], "top": [{"label": n, "score": round(s, 6)} for n, s in top]})
+        if not args.json:
+            print(f"{text!r}: " + ", ".join(f"{n} ({s:.2%})" for n, s in top), flush=True)
+    if args.json:
+        _emit({"artifact": art["path"], "backend": f"{runner.backend} {runner.backend_version}", "predictions": results}, args.json)
+    return EXIT_OK
+
+
 def _emit(obj: Dict[str, Any], as_json: Any) -> None:
     text = json.dumps(obj, indent=2, default=str)
     if as_json and as_json != "-":
@@ -436,7 +477,7 @@ def parser() -> argparse.ArgumentParser:
     ):
         sp = sub.add_parser(name, help=helptext)
         if name == "predict":
-            sp.add_argument("images", nargs="*", metavar="IMAGE", help="image files (png, jpg, ...)")
+            sp.add_argument("images", nargs="*", metavar="IMAGE|TEXT", help="image files (png, jpg, ...), or sentences for a text bundle")
             sp.add_argument("--bundle", dest="bundle", default=None, help="bundle folder (default: the runner's own folder)")
             sp.add_argument("--json", metavar="FILE", default=None, help="print JSON instead of lines ('-' for stdout only)")
         else:

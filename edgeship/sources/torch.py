@@ -56,6 +56,19 @@ def load_torch(spec: str, weights: Optional[str], shapes: InputShapes):  # -> So
             net.load_state_dict(state)
         except Exception as e:
             raise UsageError(f"weights {weights} do not fit {spec}(): {first_line(e)}") from None
+    return torch_source(net, factory_name, spec, shapes, Path(weights) if weights else None)
+
+
+def _own_dtype(x: np.ndarray) -> np.ndarray:
+    """Float feeds as float32; integer ones (token ids) keep their dtype."""
+    x = np.ascontiguousarray(x)
+    return x if x.dtype.kind in "iub" else x.astype(np.float32)
+
+
+def torch_source(net, factory_name: str, spec: str, shapes: InputShapes, weights: Optional[Path] = None):  # -> Source
+    """An nn.Module in memory as a source: exported to ONNX by torch, its own forward pass the reference."""
+    import torch
+
     net.eval()
     if not shapes:
         raise UsageError(f"a PyTorch module declares no input shape: give it with --input-shape NAME:1x3x224x224 (batch first)")
@@ -88,12 +101,12 @@ def load_torch(spec: str, weights: Optional[str], shapes: InputShapes):  # -> So
 
     def reference(feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         with torch.no_grad():
-            y = net(*(torch.from_numpy(np.ascontiguousarray(feed[n], np.float32)) for n in names))
+            y = net(*(torch.from_numpy(_own_dtype(feed[n])) for n in names))
         ys = y if isinstance(y, (list, tuple)) else [y]
         return {o: t.detach().numpy().astype(np.float32) for o, t in zip(out_names, ys)}
 
-    src.path = Path(weights) if weights else None
-    src.sha256 = sha256_file(Path(weights)) if weights else sha256_file(onnx_path)
+    src.path = weights
+    src.sha256 = sha256_file(weights) if weights else sha256_file(onnx_path)
     src.model = net
     src.reference = reference
     src.info.update({"module": spec, "torch": torch.__version__, "exported_by": f"torch.onnx.export (opset {OPSET})"})
