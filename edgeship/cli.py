@@ -68,8 +68,12 @@ def build(target: str, sample: str, out: Optional[str], runs: Optional[int], ret
         _print_summary(result)
     failed = [r for r in results if not r.passed]
     if failed:
+        lost = sum(1 for r in failed for f in r.failed.values() if f.required)
+        checks = sum(len(r.failures) for r in failed) - lost
+        what = [f"{checks} budget check(s) failed for required artifacts"] if checks else []
+        what += [f"{lost} required artifact(s) could not be built"] if lost else []
         raise EdgeshipError(
-            f"{sum(len(r.failures) for r in failed)} budget check(s) failed for required artifacts; see "
+            " and ".join(what) + "; see "
             + ", ".join(f"{r.bundle}/report.md" for r in failed),
             exit_code=1,
         )
