@@ -315,9 +315,8 @@ def _raise_if_a_required_format_is_lost(result: BuildResult, specs: Sequence[Art
             continue
         first = lost[0]
         others = "; ".join(f"{f.key}: {f.reason}" for f in lost[1:])
-        raise EdgeshipError(
-            f"no {fmt} artifact of {result.source.name} could be built for {result.target.name}: {first.reason}"
-            + (f" (also {others})" if others else ""),
+        raise EdgeshipError(  # the first reason as it was raised: it names the op and the fix
+            first.reason + (f" (no other {fmt} artifact was built either: {others})" if others else ""),
             exit_code=first.exit_code,
         )
 

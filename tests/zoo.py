@@ -65,9 +65,15 @@ def zoo_root() -> Path:
 
 
 def model_dir(name: str) -> Path:
-    """The cached folder of one zoo model, keyed by this file's text and the framework versions."""
+    """The cached folder of one zoo model, keyed by the code that makes it and the framework versions
+    (a change to its maker, to the helpers or to the torch nets rebuilds it)."""
+    import inspect
+
     m = ZOO[name]
-    key = hashlib.sha256(f"{HERE.read_bytes().decode()}\n{_versions(m.family)}\n{sys.version_info[:2]}".encode()).hexdigest()[:12]
+    code = [inspect.getsource(m.make)] + [inspect.getsource(f) for f in (_keras, _small_cnn, _tflite_cnn, _export, _torch_nets, _main)]
+    if m.family in ("torch", "onnx"):
+        code.append(TORCH_NETS)
+    key = hashlib.sha256("\n".join(code + [_versions(m.family), str(sys.version_info[:2])]).encode()).hexdigest()[:12]
     return zoo_root() / f"{name}-{key}"
 
 
@@ -634,6 +640,7 @@ def tflite_two_signatures(d: Path) -> List[str]:
 
 TARGETS = ("x86_64", "arm64")
 RUNS = "20"  # timed runs per artifact: the zoo checks building, not latency
+SAMPLES = "40"  # generated calibration and held-out samples each (int8 on generated data proves the path, not accuracy)
 
 
 @dataclass
@@ -643,28 +650,34 @@ class ZooBuild:
     stderr: str
     seconds: float
     reports: Dict[str, dict]  # target -> report.json (exit 0/1)
+    cpu_seconds: float = 0.0  # user + system time of the build process (about its wall time on an idle machine)
 
 
 def build(name: str, out: Path, env: Dict[str, str] | None = None) -> ZooBuild:
     """`edgeship build` of one zoo model for x86_64 and arm64 in one call, as a user runs it."""
     import json
+    import resource
     import time
 
     folder, args = ensure(name)
     root = HERE.parent.parent
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     r = subprocess.run(
-        [sys.executable, "-m", "edgeship", "build", *args, "--target", ",".join(TARGETS), "--out", str(out), "--runs", RUNS, "-q"],
+        [sys.executable, "-m", "edgeship", "build", *args, "--target", ",".join(TARGETS), "--out", str(out), "--runs", RUNS,
+         "--calibration-samples", SAMPLES, "--heldout-samples", SAMPLES, "-q"],
         cwd=folder, capture_output=True, text=True, timeout=900,
         env={**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
     )
     seconds = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     reports = {}
     for t in TARGETS:
         found = list(out.glob(f"*-{t}/report.json"))
         if found:
             reports[t] = json.loads(found[0].read_text())
-    return ZooBuild(name, r.returncode, r.stderr, seconds, reports)
+    return ZooBuild(name, r.returncode, r.stderr, seconds, reports, cpu)
 
 
 def contract_violations(b: ZooBuild) -> List[str]:
