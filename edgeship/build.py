@@ -128,8 +128,12 @@ def check_parity(
     return result, outputs
 
 
-def explain_failures(result: BuildResult, artifacts_dir: Path, progress: Progress) -> None:
-    """Per-layer diagnosis of every calibrated (int8) artifact that missed its budget."""
+def explain_failures(result: BuildResult, artifacts_dir: Path, progress: Progress, done: Optional[Dict[str, Any]] = None) -> None:
+    """Per-layer diagnosis of every calibrated (int8) artifact that missed its budget.
+
+    ``done`` (artifact sha256 -> report) carries diagnoses across the targets of one build: the
+    same file on the same held-out inputs gives the same diagnosis, so it is computed once.
+    """
     from .diagnose import diagnose
     from .recipes import RECIPES
 
@@ -137,11 +141,16 @@ def explain_failures(result: BuildResult, artifacts_dir: Path, progress: Progres
     for art in result.artifacts:
         if result.parity[art.key].passed or not RECIPES[art.recipe].needs_calibration:
             continue
+        if done is not None and art.sha256 in done:
+            result.diagnosis[art.key] = done[art.sha256]
+            continue
         with progress.task(f"per-layer diagnosis of {art.filename}"):
             try:
                 result.diagnosis[art.key] = diagnose(
                     art.format, art.path, result.dataset.heldout, result.source, result.dataset, float_onnx=fp32
                 )
+                if done is not None:
+                    done[art.sha256] = result.diagnosis[art.key]
             except Exception as e:  # the diagnosis explains a failure; it must not hide it
                 msg = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
                 result.warnings.append(f"per-layer diagnosis of {art.filename} failed: {msg}")
@@ -265,7 +274,7 @@ def _build_target(
             f"no artifact of target {profile.name} can be built from this {result.source.kind} model: "
             + "; ".join(dict.fromkeys(result.skipped.values()))
         )
-    explain_failures(result, work / "artifacts", progress)
+    explain_failures(result, work / "artifacts", progress, shared.setdefault("diagnoses", {}))
     n_runs = runs or profile.runtime.runs
     threads = host_threads(profile)
     for art in result.artifacts:
