@@ -34,6 +34,11 @@ for i, (path, fmt, opts) in enumerate(items):
     print(json.dumps({"start": i}), flush=True)
     try:
         r = open_runner(path, fmt, threads=1, **opts)
+        r.describe()
+        interp = getattr(r, "_interp", None)
+        if interp is not None:  # what the host reads off a TFLite file (op and tensor details)
+            interp._get_ops_details()
+            interp.get_tensor_details()
         feed, n = {}, 1
         for t in r.inputs:
             shape = [1] + [d if isinstance(d, int) and d > 0 else 1 for d in list(t.shape)[1:]]

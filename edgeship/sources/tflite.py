@@ -30,8 +30,12 @@ def load_tflite(path: Path) -> Source:
     except Exception as e:
         raise UsageError(f"cannot load TFLite model {path}: {first_line(e)} (is the file complete?)") from None
     interp = runner._interp
-    inputs = [_spec(d) for d in runner._in]
-    outputs = [_spec(d) for d in runner._out]
+    try:  # a damaged file can open and still hold garbage names or types
+        inputs = [_spec(d) for d in runner._in]
+        outputs = [_spec(d) for d in runner._out]
+        recipe = file_recipe(interp, runner._in)
+    except Exception as e:
+        raise UsageError(f"cannot load TFLite model {path}: {first_line(e)} (is the file complete?)") from None
     return Source(
         Path(path).stem,
         "tflite",
@@ -41,7 +45,7 @@ def load_tflite(path: Path) -> Source:
         outputs,
         model=runner,
         reference=runner.run,
-        recipe=file_recipe(interp, runner._in),
+        recipe=recipe,
         info={"reference_kernels": "TFLite builtin kernels, no delegate"},
     )
 
