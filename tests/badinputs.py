@@ -28,9 +28,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTED = {0, 1, 2, 3, 4, 130}
 OUTCOMES = ("clean", "traceback", "crash", "wrong")
-# State libraries keep under HOME on import, whatever the command: Keras' config (~/.keras/keras.json)
-# and onnxruntime's telemetry database (~/.cache/Microsoft/DeveloperTools/.onnxruntime). Not outputs.
-LIBRARY_STATE = ("home/.keras", "home/.cache/Microsoft")
+# State libraries keep on import, whatever the command: Keras' config (~/.keras/keras.json), and
+# onnxruntime's telemetry database (~/.cache/Microsoft/DeveloperTools/.onnxruntime) with its
+# fixed-name $TMPDIR/.ses file (`python -c "import onnxruntime"` writes both). Not outputs, not leaks.
+LIBRARY_STATE = ("home/.keras", "home/.cache/Microsoft", "tmp/.ses")
 
 
 @dataclass
@@ -218,7 +219,7 @@ def huge_onnx(dest: Path, dim: int = 10**9) -> Path:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, dim, dim])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, dim, dim])
     g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "huge", [x], [y])
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(dest))
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(dest))
     return dest
 
 
@@ -467,3 +468,20 @@ def write_zip_bomb_npz(dest: Path) -> Path:
         header = header + " " * (118 - len(header)) + "\n"
         z.writestr("x.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + b"\x00" * 64)
     return dest
+
+
+def disk_full_case(sb: Sandbox, size: str = "600k") -> Optional[Case]:
+    """A build whose --out is on a 600 KiB filesystem (a tmpfs, so root only; None elsewhere): exit 4
+    with the disk-full line, not a converter failure (3), and nothing left on that disk."""
+    small = sb.root / "work" / "small"
+    small.mkdir(exist_ok=True)
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(small)], capture_output=True).returncode != 0:
+        return None
+
+    def verdict(sb: Sandbox) -> Optional[str]:
+        left = [p.name for p in small.iterdir()]
+        subprocess.run(["umount", str(small)], capture_output=True)
+        return f"left {left} on the full disk" if left else None
+
+    return Case("disk full: build --out on a 600 KiB filesystem", "disk", edgeship("build", "-q", "--out", str(small / "out"), "--runs", "3"),
+                expect=(4,), may_write=("work/small",), check=verdict)

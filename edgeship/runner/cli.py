@@ -253,7 +253,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         if not blocked:
             return EXIT_OK
         # a runtime to install is 4; a file refused (tampered, damaged, crashing) is 1, as documented
-        return EXIT_RUNTIME if all(a["install"] for a in blocked) else EXIT_FAILED
+        code = EXIT_RUNTIME if all(a["install"] for a in blocked) else EXIT_FAILED
+        first = next(a for a in blocked if (code == EXIT_RUNTIME or not a["install"]))
+        more = f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""
+        print(f"error: {first['artifact']} cannot run here: {first['reason']}{more}", file=sys.stderr)
+        return code
     report["install"] = sorted({st["install"] for st in status.values() if not st["available"]})
     ok = any(st["available"] for st in status.values())
     _emit(report, args.json)
