@@ -199,7 +199,7 @@ def run_builds(
             out_dir.parent.mkdir(parents=True, exist_ok=True)
             sweep_stale(out_dir.parent)
             # the pid in the name lets a later build tell a dead build's leftovers (SIGKILL) from a running one's
-            work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-{os.getpid()}-", dir=out_dir.parent))
+            work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-{os.getpid()}@{_host()}-", dir=out_dir.parent))
             staged.append((result, work, out_dir))
             _build_target(result, reference, work, shared, runs, progress)
         with signals_held():  # every bundle is published, or none: an interrupt waits for the renames
@@ -216,7 +216,14 @@ def run_builds(
 
 
 PUBLISHED: List[Path] = []  # bundles this process renamed into place (an interrupt after that says so)
-_STALE = re.compile(r"^\..+\.(?:partial|old)-(\d+)(?:-.*)?$")
+_STALE = re.compile(r"^\..+\.(?:partial|old)-(\d+)(?:@(\w+))?(?:-.*)?$")
+
+
+def _host() -> str:
+    """This machine's name as a word: a pid means nothing on another host (a shared volume, a container)."""
+    import socket
+
+    return re.sub(r"\W", "_", socket.gethostname()) or "host"
 
 
 def _alive(pid: int) -> bool:
@@ -239,7 +246,9 @@ def sweep_stale(parent: Path) -> List[Path]:
         return removed
     for p in entries:
         m = _STALE.match(p.name)
-        if m and p.is_dir() and not p.is_symlink() and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+        if not m or (m.group(2) and m.group(2) != _host()):  # another machine's build: its pid cannot be checked here
+            continue
+        if p.is_dir() and not p.is_symlink() and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed

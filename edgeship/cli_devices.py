@@ -94,7 +94,7 @@ def _print_section(s: Dict[str, Any]) -> None:
         table.add_column(col, justify="left" if col in ("artifact", "runtime", "result") else "right", no_wrap=col == "artifact")
     for a in s["artifacts"]:
         if not a.get("ran"):
-            table.add_row(a["artifact"], "not run: runtime missing", "–", "–", "–", "–", "–", "[red]FAIL[/red]" if a["required"] else "skipped")
+            table.add_row(a["artifact"], "not run: " + str(a.get("reason") or "runtime missing")[:70], "–", "–", "–", "–", "–", "[red]FAIL[/red]" if a["required"] else "skipped")
             continue
         o = a["parity"]["outputs"][0]
         lat = a.get("latency") or {}
@@ -163,6 +163,9 @@ def device_check_cmd(device_spec: str, bundle: Optional[Path], remote_python: Op
                 click.echo(f"  {line}")
         else:
             click.echo("nothing to install: the runner can run here")
+    refused = [a for a in res.get("artifacts", []) if not a["can_run"] and a["required"] and not a.get("install")]
+    if bundle is not None and refused:  # a file refused there (damaged, tampered, crashing): 1, as the runner says
+        raise DeviceError(f"{dev.label} refused {refused[0]['artifact']}: {refused[0]['reason']}", exit_code=1)
     if bundle is not None and not all(a["can_run"] or not a["required"] for a in res.get("artifacts", [])):
         raise DeviceError(f"{dev.label} cannot run every required artifact of {bundle}; install: {'; '.join(res['install'])}")
     if bundle is None and not any(st["available"] for st in res["runtimes"].values()):

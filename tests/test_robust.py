@@ -193,18 +193,20 @@ def test_a_full_disk_is_recognised_in_any_wrapping():
 
 
 def test_stale_partials_of_dead_builds_are_swept_and_live_ones_kept(tmp_path):
-    from edgeship.build import sweep_stale
+    from edgeship.build import _host, sweep_stale
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     stale = tmp_path / f".b.partial-{dead.pid}-x1"
     old = tmp_path / f".b.old-{dead.pid}"
     live = tmp_path / f".b.partial-{os.getppid()}-x2"
+    here = tmp_path / f".b.partial-{dead.pid}@{_host()}-x3"
+    elsewhere = tmp_path / f".b.partial-{dead.pid}@another_host-x4"  # its pid means nothing here
     bundle = tmp_path / "b"
-    for d in (stale, old, live, bundle):
+    for d in (stale, old, live, here, elsewhere, bundle):
         d.mkdir()
-    assert sorted(p.name for p in sweep_stale(tmp_path)) == sorted([stale.name, old.name])
-    assert live.is_dir() and bundle.is_dir()
+    assert sorted(p.name for p in sweep_stale(tmp_path)) == sorted([stale.name, old.name, here.name])
+    assert live.is_dir() and bundle.is_dir() and elsewhere.is_dir()
 
 
 # ----------------------------------------------------------------------------- slow: real files

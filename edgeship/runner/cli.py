@@ -187,8 +187,11 @@ def probe(items: List[Any], manifest: Dict[str, Any]) -> List[Optional[str]]:
 
 
 def refuse_crashing(manifest: Dict[str, Any], arts: List[Dict[str, Any]], paths: List[str]) -> None:
-    """Refuse (exit 1) before running anything when a verified artifact crashes, hangs or fails the runtime."""
-    for a, why in zip(arts, probe(list(zip(paths, [a["format"] for a in arts])), manifest)):
+    """Refuse (exit 1) before running anything when a verified artifact crashes, hangs or fails the runtime.
+    A format whose runtime is not installed is left to the open that follows (exit 4, with the pip line)."""
+    have = {fmt: runtime_status(fmt)["available"] for fmt in {a["format"] for a in arts}}
+    pairs = [(a, p) for a, p in zip(arts, paths) if have[a["format"]]]
+    for (a, _), why in zip(pairs, probe([(p, a["format"]) for a, p in pairs], manifest)):
         if why:
             raise RunnerError(f"refusing {a['path']}: {why}", EXIT_FAILED)
 

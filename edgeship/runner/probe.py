@@ -89,7 +89,7 @@ def probe_models(items: Sequence[Tuple[str, str, Dict[str, Any]]], timeout: floa
         try:
             p = subprocess.run(
                 [python, "-c", _child_code()], input=json.dumps(batch), capture_output=True, text=True,
-                timeout=timeout * len(batch), stdin=None,
+                timeout=timeout * len(batch),
             )
             out, code, hung = p.stdout, p.returncode, False
         except subprocess.TimeoutExpired as e:
