@@ -160,6 +160,7 @@ def run_builds(
     progress: Optional[Progress] = None,
     loaded: Optional[SourceBundle] = None,
     inputs: Optional[Inputs] = None,
+    sign_key: Optional[str] = None,
 ) -> List[BuildResult]:
     """Build one model for several targets: one bundle each, every shared artifact converted once.
 
@@ -169,10 +170,13 @@ def run_builds(
     already loaded (source, dataset, training) to build instead of ``model``/``sample``;
     ``inputs`` carries a user's model and data options (``model`` alone is the short form).
     All bundles are published together at the end: a failure leaves none of them half-written.
+    ``sign_key`` (an OpenSSH private key) signs each manifest before it is published.
     """
     from . import bundle
 
     progress = progress or Progress(enabled=False)
+    if sign_key and not Path(sign_key).expanduser().is_file():
+        raise UsageError(f"--sign-key {sign_key} not found (an OpenSSH private key, e.g. ~/.ssh/id_ed25519)")
     profiles = load_targets(targets)  # every profile validated before any work
     if loaded:
         source, dataset, training = loaded
@@ -202,6 +206,9 @@ def run_builds(
             work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-{os.getpid()}@{_host()}-", dir=out_dir.parent))
             staged.append((result, work, out_dir))
             _build_target(result, reference, work, shared, runs, progress)
+        if sign_key:  # before the renames: ssh-keygen may take a while, and may fail
+            for _, work, _ in staged:
+                bundle.sign(work, sign_key)
         with signals_held():  # every bundle is published, or none: an interrupt waits for the renames
             for result, work, out_dir in staged:
                 result.bundle = bundle.publish(work, out_dir)

@@ -13,11 +13,14 @@ import shutil
 import zipfile
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import numpy as np
 
 from . import __version__
+from .errors import CheckFailed, DeviceError, EdgeshipError, UsageError
+from .runner import bundlefmt
+from .runner.bundlefmt import MANIFEST, MANIFEST_SCHEMA, RUNNER_FILE, BundleError
 from .sources import sha256_file
 
 if TYPE_CHECKING:
@@ -25,7 +28,6 @@ if TYPE_CHECKING:
 
 SCHEMA = "edgeship.report/1"
 LIBRARIES = ("numpy", "tensorflow-cpu", "tensorflow", "keras", "onnx", "onnxruntime", "tf2onnx", "ai-edge-litert", "opencv-python-headless")
-RUNNER_FILE = "edgeship-runner.pyz"
 
 
 def library_versions() -> Dict[str, str]:
@@ -127,6 +129,7 @@ def write(work: Path, result: "BuildResult", reference: Dict[str, np.ndarray], o
     data = report_data(result)
     report.write_all(data, work)
     manifest = {
+        "manifest_schema": MANIFEST_SCHEMA,
         **data,
         "runner": {"file": RUNNER_FILE, "run": f"python3 {RUNNER_FILE} --help"},
         "files": {
@@ -135,7 +138,7 @@ def write(work: Path, result: "BuildResult", reference: Dict[str, np.ndarray], o
             if p.is_file()
         },
     }
-    (work / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n")
+    (work / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(o: Any) -> Any:
@@ -159,23 +162,51 @@ def publish(work: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+def host_error(e: BundleError) -> EdgeshipError:
+    """The runner layer's refusal as the host's error with the same exit code."""
+    cls = {1: CheckFailed, 4: DeviceError}.get(e.code, UsageError)
+    return cls(str(e))
+
+
+def inside(bundle: Path, rel: Any, what: str = "path") -> Path:
+    """``bundle / rel`` resolved, refused (exit 2) when it leaves the bundle: every path a bundle names goes through here."""
+    try:
+        return Path(bundlefmt.contained(str(bundle), rel, what))
+    except BundleError as e:
+        raise host_error(e) from None
+
+
 def load_manifest(bundle: Path) -> Dict[str, Any]:
-    path = Path(bundle) / "manifest.json"
-    if not path.is_file():
-        from .errors import UsageError
+    """The checked manifest (bundlefmt.load_manifest): a malformed one is one line naming the field, exit 2."""
+    try:
+        return bundlefmt.load_manifest(str(bundle))
+    except BundleError as e:
+        raise host_error(e) from None
 
-        raise UsageError(f"{bundle} is not an edgeship bundle: no manifest.json (build one with 'edgeship build')")
-    return json.loads(path.read_text())
 
-
-def verify(bundle: Path) -> Dict[str, str]:
+def verify(bundle: Path, manifest: Optional[Dict[str, Any]] = None) -> Dict[str, str]:
     """{relative path: problem} for every file whose size or sha256 differs from the manifest."""
-    manifest = load_manifest(bundle)
-    problems = {}
-    for rel, meta in manifest["files"].items():
-        p = Path(bundle) / rel
-        if not p.is_file():
-            problems[rel] = "missing"
-        elif p.stat().st_size != meta["size"] or sha256_file(p) != meta["sha256"]:
-            problems[rel] = "sha256 mismatch (modified or truncated)"
-    return problems
+    manifest = manifest if manifest is not None else load_manifest(bundle)
+    try:
+        bad = bundlefmt.problems(str(bundle), manifest)
+    except BundleError as e:
+        raise host_error(e) from None
+    return {rel: "missing" if why == "missing" else "sha256 mismatch (modified or truncated)" for rel, why in bad.items()}
+
+
+def check_signature(bundle: Path, manifest: Dict[str, Any], allowed_signers: Optional[str], rels: Optional[List[str]] = None) -> str:
+    """The signer's principal when the signature and (all, or the given) files check out; exit 1 otherwise."""
+    if not allowed_signers:
+        raise UsageError("--require-signature needs --allowed-signers FILE (ssh-keygen's allowed signers: PRINCIPAL KEYTYPE KEY per line)")
+    try:
+        return bundlefmt.verify_bundle(str(bundle), manifest, allowed_signers, rels)
+    except BundleError as e:
+        raise host_error(e) from None
+
+
+def sign(bundle: Path, key: str) -> Path:
+    """Sign ``bundle``'s manifest with an OpenSSH key (ssh-keygen -Y sign); the signature file."""
+    try:
+        return Path(bundlefmt.sign(str(bundle), key))
+    except BundleError as e:
+        raise host_error(e) from None

@@ -48,15 +48,17 @@ def cli() -> None:
 @click.option("--runs", type=click.IntRange(min=1, max=1_000_000), default=None, help="Timed latency runs per artifact (default: the profile's).")
 @click.option("--retrain", is_flag=True, help="Train the sample model again even if a cached one matches.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output; only the summary.")
+@click.option("--sign-key", default=None, envvar="EDGESHIP_SIGN_KEY", metavar="KEY",
+              help="Sign each bundle's manifest with this OpenSSH private key (ssh-keygen -Y sign), e.g. ~/.ssh/id_ed25519. Env: EDGESHIP_SIGN_KEY.")
 @input_options
-def build(target: str, sample: str, out: Optional[str], runs: Optional[int], retrain: bool, quiet: bool, **inputs: Any) -> None:
+def build(target: str, sample: str, out: Optional[str], runs: Optional[int], retrain: bool, quiet: bool, sign_key: Optional[str], **inputs: Any) -> None:
     """Train or load a model, convert and quantize it for TARGET, prove parity, time it, and bundle it."""
     from .build import run_builds
     from .progress import Progress
 
     results = run_builds(
         target, out=out, sample=sample, retrain=retrain, runs=runs or 0, progress=Progress(enabled=not quiet),
-        inputs=pop_inputs(inputs),
+        inputs=pop_inputs(inputs), sign_key=sign_key,
     )
     for result in results:
         _print_summary(result)
@@ -103,6 +105,21 @@ def _print_summary(result) -> None:  # type: ignore[no-untyped-def]
         console.print(f"[red]✗[/red] {f}")
     for w in result.warnings:  # again after the table: no data, skipped artifacts and skipped images must be seen
         console.print(f"[bold yellow]warning:[/bold yellow] {w}")
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+@click.option("--key", "-k", required=True, metavar="KEY", help="OpenSSH private key, e.g. ~/.ssh/id_ed25519 (a passphrase needs ssh-agent).")
+def sign(bundle: str, key: str) -> None:
+    """Sign BUNDLE's manifest (ssh-keygen -Y sign, namespace edgeship-bundle) into manifest.json.sig."""
+    from pathlib import Path
+
+    from .bundle import sign as sign_bundle, verify
+
+    changed = verify(Path(bundle))
+    if changed:  # a signature vouches for the files: never sign ones that are not as the manifest lists
+        raise EdgeshipError("; ".join(f"{k}: {v}" for k, v in changed.items()) + ": not signing a bundle that is not as built", exit_code=1)
+    click.echo(f"signed: {sign_bundle(Path(bundle), key)}")
 
 
 @cli.command()

@@ -14,6 +14,14 @@ DEVICE_HELP = "ssh://[user@]host[:port][?python=PATH] (host may be a ~/.ssh/conf
 SSH_CONFIG_HELP = "ssh_config file for ssh/scp (-F). Default: ssh's own (~/.ssh/config). Env: EDGESHIP_SSH_CONFIG."
 
 
+def signature_options(f: Any) -> Any:
+    """--require-signature and --allowed-signers, shared by deploy and validate."""
+    f = click.option("--allowed-signers", type=click.Path(dir_okay=False, exists=True), default=None, envvar="EDGESHIP_ALLOWED_SIGNERS",
+                     help="ssh-keygen allowed signers file (PRINCIPAL KEYTYPE KEY per line): a signed bundle must be signed by one of them. Env: EDGESHIP_ALLOWED_SIGNERS.")(f)
+    return click.option("--require-signature", is_flag=True, envvar="EDGESHIP_REQUIRE_SIGNATURE",
+                        help="Refuse a bundle that is not signed by a key in --allowed-signers (exit 1). Env: EDGESHIP_REQUIRE_SIGNATURE=1.")(f)
+
+
 def _devices(specs: Tuple[str, ...], remote_python: Optional[str], ssh_config: Optional[str]) -> List[Any]:
     from .devices import parse_device
 
@@ -37,6 +45,7 @@ def _devices(specs: Tuple[str, ...], remote_python: Optional[str], ssh_config: O
 @click.option("--remote-dir", default=None, help="Folder on the device for the copy (default: its temp dir).")
 @click.option("--keep", is_flag=True, help="Leave the copied bundle on the device.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+@signature_options
 def deploy(
     bundle: Path,
     device_specs: Tuple[str, ...],
@@ -49,19 +58,29 @@ def deploy(
     remote_dir: Optional[str],
     keep: bool,
     quiet: bool,
+    require_signature: bool,
+    allowed_signers: Optional[str],
 ) -> None:
     """Copy BUNDLE to devices, run parity and latency there, and add a device section to its reports."""
-    from .bundle import load_manifest
+    from .bundle import check_signature, inside, load_manifest
     from .devices.deploy import DeployOptions, deploy as run_deploy, select_artifacts
     from .devices.record import record_devices
+    from .runner.bundlefmt import SIGNATURE
 
     manifest = load_manifest(bundle)
+    if require_signature or (allowed_signers and inside(bundle, SIGNATURE, "signature").is_file()):
+        who = check_signature(bundle, manifest, allowed_signers)  # before anything is copied or run
+        if not quiet:
+            click.echo(f"… signature: {who}, every file as signed", err=True)
     select_artifacts(manifest, list(artifacts) or None)  # bad names are a usage error before any copying
     devs = _devices(device_specs, remote_python, ssh_config)
     opts = DeployOptions(artifacts=list(artifacts) or None, runs=runs, seconds=seconds, threads=threads, remote_dir=remote_dir, keep=keep)
     log = (lambda m: None) if quiet else (lambda m: click.echo(f"… {m}", err=True))
     sections = run_deploy(bundle, devs, opts, log=log)
-    record_devices(bundle, sections)
+    try:
+        record_devices(bundle, sections)
+    except OSError as e:  # e.g. a full disk: record_devices left the bundle as it was
+        raise UsageError(f"cannot add the device results to {bundle}: {e.strerror or e}; the bundle is unchanged (free some space and deploy again)") from None
     for s in sections:
         _print_section(s)
     click.echo(f"device sections added to {bundle}/report.md, report.json and junit.xml")

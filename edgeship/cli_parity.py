@@ -7,6 +7,7 @@ from typing import Iterator, Optional
 
 import click
 
+from .cli_devices import signature_options
 from .errors import EdgeshipError
 
 
@@ -22,14 +23,17 @@ from .errors import EdgeshipError
 @click.option("--explain", is_flag=True, help="Per-layer diagnosis of each quantized artifact: the layers where the error grows.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Also write report.md/json/html and junit.xml of this validation into this folder.")
-def validate(bundle_or_artifact, reference, artifacts, inputs, target, recipe, explain, report_dir) -> None:  # type: ignore[no-untyped-def]
+@signature_options
+def validate(bundle_or_artifact, reference, artifacts, inputs, target, recipe, explain, report_dir, require_signature, allowed_signers) -> None:  # type: ignore[no-untyped-def]
     """Re-run parity of a bundle (or one .tflite/.onnx artifact) and check it against the budgets."""
     from .validate import validate_artifact, validate_bundle
 
     p = Path(bundle_or_artifact)
     if p.is_dir():
-        data, notes = validate_bundle(p, Path(reference) if reference else None, list(artifacts), explain)
+        data, notes = validate_bundle(p, Path(reference) if reference else None, list(artifacts), explain, allowed_signers, require_signature)
     else:
+        if require_signature:
+            raise EdgeshipError("--require-signature applies to a bundle folder; a single artifact file carries no signature")
         data, notes = validate_artifact(p, Path(reference) if reference else None, Path(inputs) if inputs else None, target, recipe, explain)
     for n in notes:
         click.echo(f"note: {n}", err=True)
@@ -40,7 +44,8 @@ def validate(bundle_or_artifact, reference, artifacts, inputs, target, recipe, e
         Path(report_dir).mkdir(parents=True, exist_ok=True)
         write_all(data, Path(report_dir))
     if not data["passed"]:
-        raise EdgeshipError(f"{len(data['failures'])} budget check(s) failed", exit_code=1)
+        more = " …" if len(data["failures"]) > 1 else ""
+        raise EdgeshipError(f"{len(data['failures'])} budget check(s) failed: {data['failures'][0] if data['failures'] else ''}{more}", exit_code=1)
 
 
 def _print_parity(data) -> None:  # type: ignore[no-untyped-def]

@@ -243,11 +243,16 @@ def _check_table(where: str, table: Dict[str, Any], schema: Dict[str, Any], orig
 
 
 def _resolve_path(ref: str, relative_to: Optional[Path]) -> Path:
-    """A built-in name, or a path to a TOML file (relative to the extending file if inside one)."""
+    """A built-in name, or a path to a TOML file (inside the extending file's folder if named in one)."""
     p = Path(ref)
     if p.suffix == ".toml" or "/" in ref or "\\" in ref:
-        if not p.is_absolute() and relative_to is not None and not p.exists():
-            p = relative_to.parent / p
+        if relative_to is not None:  # named inside a profile: a file beside it, never one elsewhere
+            from .runner.bundlefmt import BundleError, contained
+
+            try:
+                p = Path(contained(str(relative_to.parent), ref, f"{relative_to}: extends"))
+            except BundleError as e:
+                raise UsageError(str(e)) from None
         if not p.is_file():
             raise UsageError(f"target profile file not found: {ref}")
         return p

@@ -27,7 +27,7 @@ def sample_names() -> list[str]:
 
 def sample_module(name: str) -> ModuleType:
     path = sample_models_dir() / name / "model.py"
-    if not path.is_file():
+    if name not in sample_names():  # a name, never a path: --sample ../x would import and run x/model.py
         raise UsageError(f"unknown sample model '{name}'; built-in samples: {', '.join(sample_names())}")
     spec = importlib.util.spec_from_file_location(f"edgeship_sample_{name}", path)
     mod = importlib.util.module_from_spec(spec)

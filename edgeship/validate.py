@@ -158,18 +158,28 @@ def validate_bundle(
     reference: Optional[Path] = None,
     artifacts: Optional[List[str]] = None,
     explain: bool = False,
+    allowed_signers: Optional[str] = None,
+    require_signature: bool = False,
 ) -> Tuple[Data, List[str]]:
     """Re-run every (or the named) artifact of ``bundle`` on its bundled inputs.
 
     Returns (report data, notes). The reference is the bundled reference outputs, or the
-    outputs of the ``reference`` model on the same inputs.
+    outputs of the ``reference`` model on the same inputs. A file that differs from the manifest
+    fails the validation (exit 1); with ``require_signature`` (or ``allowed_signers`` and a signed
+    bundle) a bad or missing signature, or any changed file, is refused before anything runs.
     """
     from . import bundle as bundle_mod
+    from .runner.bundlefmt import PARITY_CALIBRATION, PARITY_INPUTS, PARITY_REFERENCE, SIGNATURE
 
     bundle = Path(bundle)
     manifest = bundle_mod.load_manifest(bundle)
-    notes = [f"{rel}: {why} since the build" for rel, why in bundle_mod.verify(bundle).items()]
-    feed = load_npz(bundle / "parity" / "inputs.npz")
+    if require_signature or (allowed_signers and bundle_mod.inside(bundle, SIGNATURE, "signature").is_file()):
+        notes = [f"signed by {bundle_mod.check_signature(bundle, manifest, allowed_signers)}"]
+    else:
+        notes = []
+    changed = bundle_mod.verify(bundle, manifest)
+    notes += [f"{rel}: {why} since the build" for rel, why in changed.items()]
+    feed = load_npz(bundle_mod.inside(bundle, PARITY_INPUTS, "file"))
     labels = feed.pop(LABELS_KEY, None)
     source = None
     if reference is not None:
@@ -177,7 +187,7 @@ def validate_bundle(
         ref = run_ref(feed)
         ref_from = f"reference model {reference}"
     else:
-        ref = load_npz(bundle / "parity" / "reference.npz")
+        ref = load_npz(bundle_mod.inside(bundle, PARITY_REFERENCE, "file"))
         ref_from = "the reference outputs in the bundle"
     target = manifest["target"]
     data = {k: copy.deepcopy(v) for k, v in manifest.items() if k not in ("files", "runner")}
@@ -190,22 +200,22 @@ def validate_bundle(
     data["artifacts"] = [a for a in data["artifacts"] if not artifacts or a["path"] in artifacts]
     calib: Dict[str, np.ndarray] = feed
     if explain:
-        if (bundle / "parity" / "calibration.npz").is_file():
-            calib = load_npz(bundle / "parity" / "calibration.npz")
+        if bundle_mod.inside(bundle, PARITY_CALIBRATION, "file").is_file():
+            calib = load_npz(bundle_mod.inside(bundle, PARITY_CALIBRATION, "file"))
         else:
             notes.append("no parity/calibration.npz in this bundle: the diagnosis calibrates on the parity inputs")
         if source is None:
             source = bundle_source(manifest)
-    float_onnx = next((bundle / a["file"] for a in manifest["artifacts"] if a["format"] == "onnx" and a["recipe"] == "fp32"), None)
+    float_onnx = next((bundle_mod.inside(bundle, a["file"], "artifact file") for a in manifest["artifacts"] if a["format"] == "onnx" and a["recipe"] == "fp32"), None)
     if float_onnx is None and reference is not None and Path(reference).suffix == ".onnx":
         float_onnx = Path(reference)
     for a in data["artifacts"]:
-        path = bundle / a.get("file", f"artifacts/{a['path']}")
+        path = bundle_mod.inside(bundle, a["file"], "artifact file")
         if not path.is_file():
             raise UsageError(f"{path} is missing from the bundle (rebuild it, or copy the whole folder)")
         out = _run(path, a["format"], feed, target)
         budget = target.get("budgets", {}).get(a["recipe"], {})
-        p = compare(a["path"], ref, out, budget, labels=labels, inputs_from=manifest["parity_inputs"]["origin"])
+        p = compare(a["path"], ref, out, budget, labels=labels, inputs_from=(manifest.get("parity_inputs") or {}).get("origin", "the bundle's parity inputs"))
         a["parity"] = p.to_dict()
         if explain:
             try:
@@ -215,6 +225,9 @@ def validate_bundle(
                 a["diagnosis"] = None
         a["passed"] = p.passed
     _finish(data)
+    if changed:  # hashes catch accidents: a bundle that is not as built never validates
+        data["failures"] += [f"{rel}: {why} since the build (not the file the manifest lists)" for rel, why in changed.items()]
+        data["passed"] = False
     return data, notes
 
 

@@ -21,12 +21,12 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from ..errors import CheckFailed, DeviceError, UsageError
+from ..errors import CheckFailed, DeviceError, EdgeshipError, UsageError
+from ..runner.bundlefmt import MANIFEST, PARITY_INPUTS, PARITY_REFERENCE, RUNNER_FILE, SIGNATURE
 from ..runner.probe import crashed, signal_name
 from ..sources import sha256_file
 from .base import Device, tail
 
-RUNNER_FILE = "edgeship-runner.pyz"
 MIN_PYTHON = (3, 9)
 
 # Runs on the device's Python before anything is copied: written for any Python 3 so an old one
@@ -119,14 +119,19 @@ def probe(device: Device, make_workdir: bool, base: Optional[str] = None) -> Dic
 
 
 def runner_files(bundle: Path, manifest: Dict[str, Any], arts: List[Dict[str, Any]], with_data: bool = True) -> Dict[str, Path]:
-    """rel path -> local file: what the runner needs on the device (not reports or host outputs)."""
-    rels = [RUNNER_FILE] + ([a["file"] for a in arts] + ["parity/inputs.npz"] if with_data else [])
-    files = {"manifest.json": bundle / "manifest.json"}
+    """rel path -> local file: what the runner needs on the device (not reports or host outputs).
+    Every path is resolved inside the bundle first (bundle.inside): a manifest cannot name a file elsewhere."""
+    from ..bundle import inside
+    from ..runner.bundlefmt import file_problem
+
+    rels = [RUNNER_FILE] + ([a["file"] for a in arts] + [PARITY_INPUTS] if with_data else [])
+    files = {MANIFEST: inside(bundle, MANIFEST, "manifest")}
+    if inside(bundle, SIGNATURE, "signature").is_file():  # travels along, so the runner can check it there too
+        files[SIGNATURE] = inside(bundle, SIGNATURE, "signature")
     problems = []
-    for rel in rels:
-        p = bundle / rel
-        meta = manifest["files"].get(rel)
-        if meta is None or not p.is_file() or p.stat().st_size != meta["size"] or sha256_file(p) != meta["sha256"]:
+    for rel in dict.fromkeys(rels):
+        p = inside(bundle, rel, "file")
+        if file_problem(str(bundle), manifest, rel):
             problems.append(rel)
         files[rel] = p
     if problems:
@@ -139,6 +144,8 @@ def runner_files(bundle: Path, manifest: Dict[str, Any], arts: List[Dict[str, An
 
 def stage(device: Device, files: Dict[str, Path], info: Dict[str, Any], timeout: float) -> str:
     """Copy ``files`` to the device's work folder, verify them there, rename into place; the bundle path."""
+    from ..bundle import inside
+
     need_mb = int(sum(p.stat().st_size for p in files.values()) * 1.2 / (1 << 20)) + 2  # + outputs, results
     if info["free_mb"] < need_mb:
         raise DeviceError(
@@ -149,9 +156,11 @@ def stage(device: Device, files: Dict[str, Path], info: Dict[str, Any], timeout:
     incoming, final = f"{work}/.incoming", f"{work}/bundle"
     with tempfile.TemporaryDirectory(prefix="edgeship-stage-") as tmp:
         local = Path(tmp) / "b"
+        local.mkdir()
         for rel, src in files.items():
-            (local / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, local / rel)
+            dest = inside(local, rel, "file")  # the staging copy never writes outside its folder either
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
         device.upload(local, incoming, timeout=timeout)
     want = {rel: [p.stat().st_size, sha256_file(p)] for rel, p in files.items()}
     # device.python, not the probe's sys.executable: a wrapper the user named (env, emulator) stays in the loop
@@ -198,13 +207,14 @@ def load_npz(path: Path) -> Dict[str, np.ndarray]:
 
 def judge(bundle: Path, manifest: Dict[str, Any], art: Dict[str, Any], outputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
     """Parity of one artifact's device outputs, on the host, exactly as the build judged the host's."""
+    from ..bundle import inside
     from ..parity import compare
 
-    reference = load_npz(bundle / "parity" / "reference.npz")
-    inputs = load_npz(bundle / "parity" / "inputs.npz")
+    reference = load_npz(inside(bundle, PARITY_REFERENCE, "file"))
+    inputs = load_npz(inside(bundle, PARITY_INPUTS, "file"))
     budget = manifest["target"].get("budgets", {}).get(art["recipe"], {})
     result = compare(art["path"], reference, outputs, budget, labels=inputs.get("__labels__"), inputs_from="the bundle's parity inputs, run on the device")
-    host_file = bundle / "parity" / f"host_{art['path']}.npz"
+    host_file = inside(bundle, f"parity/host_{art['path']}.npz", "file")
     vs_host = None
     if host_file.is_file():
         host = load_npz(host_file)
@@ -312,16 +322,37 @@ def deploy(
         outputs = Path(tempfile.mkdtemp(prefix="edgeship-dev-")) / slug(dev.label)
         try:
             section = deploy_one(dev, bundle, opts, results_dir=outputs, log=log)
-            section["_outputs"] = str(outputs)  # moved into the bundle by record.record_devices
+            section["_outputs"] = str(outputs)  # moved into the bundle by record.record_devices, which removes it
             return section
-        except (DeviceError, CheckFailed) as e:
+        except EdgeshipError as e:
             shutil.rmtree(outputs.parent, ignore_errors=True)
             return {"device": dev.label, "error": str(e), "exit_code": e.exit_code, "artifacts": [], "passed": False, "failures": [str(e)]}
+        except BaseException:  # a full disk, an interrupt: nothing of this device stays behind
+            shutil.rmtree(outputs.parent, ignore_errors=True)
+            raise
         finally:
             dev.close()
 
     with ThreadPoolExecutor(max_workers=max(1, len(devices))) as pool:
-        return list(pool.map(one, devices))
+        futures = [pool.submit(one, d) for d in devices]
+    sections: List[Dict[str, Any]] = []
+    error: Optional[BaseException] = None
+    for f in futures:
+        try:
+            sections.append(f.result())
+        except BaseException as e:
+            error = error or e
+    if error is not None:  # the other devices' outputs will never be recorded: remove them too
+        discard_outputs(sections)
+        raise error
+    return sections
+
+
+def discard_outputs(sections: List[Dict[str, Any]]) -> None:
+    """Remove the temporary device outputs of sections that will not be recorded (edgeship-dev-* folders)."""
+    for s in sections:
+        if s.get("_outputs"):
+            shutil.rmtree(Path(s["_outputs"]).parent, ignore_errors=True)
 
 
 def device_check(device: Device, bundle: Optional[Path] = None, remote_dir: Optional[str] = None) -> Dict[str, Any]:

@@ -5,6 +5,7 @@ runtime (say NumPy 1 + tflite-runtime, as on many Pi images) without a board at 
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,8 +17,8 @@ from .base import DEFAULT_PYTHON, Device
 
 class LocalDevice(Device):
     def __init__(self, python: Optional[str] = None) -> None:
-        self.python = python or DEFAULT_PYTHON
-        self.label = f"local:{self.python}"
+        self.label = f"local:{python or DEFAULT_PYTHON}"
+        self.python = os.path.expanduser(python or DEFAULT_PYTHON)  # local:~/env/bin/python, as a shell would
 
     @classmethod
     def from_spec(cls, spec: str) -> "LocalDevice":

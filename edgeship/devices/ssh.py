@@ -9,6 +9,7 @@ handshake and one login, not eight.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -22,6 +23,10 @@ from .base import DEFAULT_PYTHON, Device, tail
 
 CONNECT_TIMEOUT_S = 10
 SHARE_ENV = "EDGESHIP_SSH_SHARE"  # 0: one connection per call (no ControlMaster)
+# What a host name, an address or a ~/.ssh/config alias can hold, and a user name: never a leading '-'
+# (ssh would read it as an option: -oProxyCommand=... runs a command here).
+_HOST = re.compile(r"^[A-Za-z0-9_.:%\[\]][A-Za-z0-9_.:%\[\]-]*$")
+_USER = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@\\$-]*$")
 
 # (substring of ssh's stderr, what it means for the user)
 _SSH_FAILURES = (
@@ -49,6 +54,10 @@ class SSHDevice(Device):
         ssh_config: Optional[str] = None,
         label: Optional[str] = None,
     ) -> None:
+        if not _HOST.match(host or "") or host in (".", ".."):
+            raise UsageError(f"refusing device host {host!r}: a host name, address or ssh alias (letters, digits, '.', '-', ':'; not starting with '-')")
+        if user is not None and not _USER.match(user):
+            raise UsageError(f"refusing device user {user!r}: a login name (letters, digits, '.', '_', '-'; not starting with '-')")
         self.host, self.user, self.port = host, user, port
         self.python = python or DEFAULT_PYTHON
         self.ssh_config = ssh_config
@@ -70,6 +79,8 @@ class SSHDevice(Device):
         if unknown:
             raise UsageError(f"{url}: unknown option {', '.join(unknown)} (known: python)")
         py = (query.get("python") or [None])[0] or python
+        if py is not None and (not py or py.startswith("-")):
+            raise UsageError(f"refusing remote Python {py!r}: name a program or a path (not an option)")
         # the Python is part of the name: two environments on one board are two report sections
         label = url.split("?")[0] + (f"?python={py}" if py and py != DEFAULT_PYTHON else "")
         return cls(parts.hostname, parts.username, port, py, ssh_config, label=label)
@@ -82,6 +93,8 @@ class SSHDevice(Device):
         opts: List[str] = []
         if self.ssh_config:
             opts += ["-F", self.ssh_config]
+        if self.user:  # the user as an option's value, never inside the destination ssh parses
+            opts += ["-o", f"User={self.user}"] if port_flag == "-P" else ["-l", self.user]
         if self.port:
             opts += [port_flag, str(self.port)]
         opts += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}", "-o", "ServerAliveInterval=15"]
@@ -97,7 +110,7 @@ class SSHDevice(Device):
             return
         if any(Path(self._control_dir).iterdir()):
             try:
-                subprocess.run(["ssh", *self._options("-p"), "-O", "exit", self.dest], capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
+                subprocess.run(["ssh", *self._options("-p"), "-O", "exit", "--", self.host], capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
             except (OSError, subprocess.TimeoutExpired):
                 pass
         shutil.rmtree(self._control_dir, ignore_errors=True)
@@ -122,23 +135,35 @@ class SSHDevice(Device):
         return DeviceError(f"{self.label}: ssh failed while {what}: {tail(stderr)}")
 
     def run(self, argv: Sequence[str], timeout: float = 600) -> subprocess.CompletedProcess:
-        cmd = ["ssh", *self._options("-p"), self.dest, "--", " ".join(shlex.quote(a) for a in argv)]
+        cmd = ["ssh", *self._options("-p"), "--", self.host, remote_command(argv)]
         r = self._call(cmd, timeout, f"running {argv[0]}")
         if r.returncode == 255:  # ssh's own failure; a remote command's status is passed through
             raise self.failure(r.stderr, f"running {Path(argv[0]).name}")
         return r
 
     def _scp(self, src: str, dst: str, timeout: float, what: str) -> None:
-        r = self._call(["scp", "-q", "-r", "-p", *self._options("-P"), src, dst], timeout, what)
+        r = self._call(["scp", "-q", "-r", "-p", *self._options("-P"), "--", src, dst], timeout, what)
         if r.returncode != 0:
             raise self.failure(r.stderr, what)
 
     def _remote(self, path: str) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.user}@{host}:{path}" if self.user else f"{host}:{path}"
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{path}"  # the user goes as -o User= (see _options)
 
     def upload(self, local_dir: Path, remote_dir: str, timeout: float = 600) -> None:
         self._scp(str(local_dir), self._remote(remote_dir), timeout, "copying the bundle")
 
     def download(self, remote_dir: str, local_dir: Path, timeout: float = 600) -> None:
         self._scp(self._remote(remote_dir), str(local_dir), timeout, "fetching the results")
+
+
+def remote_command(argv: Sequence[str]) -> str:
+    """``argv`` as one shell command for the device, each word quoted; a program named ``~/...`` or
+    ``~user/...`` (``?python=~/env/bin/python``) keeps its tilde outside the quotes, so the device's
+    shell expands it to that home folder, as it would typed by hand."""
+    words = [shlex.quote(a) for a in argv]
+    m = re.match(r"^(~[A-Za-z0-9_.-]*)(/.*)?$", argv[0]) if argv else None
+    if m:
+        rest = (m.group(2) or "")[1:]  # the shell expands ~ only up to an unquoted '/'
+        words[0] = m.group(1) + ("/" + (shlex.quote(rest) if rest else "") if m.group(2) else "")
+    return " ".join(words)

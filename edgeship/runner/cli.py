@@ -6,13 +6,15 @@ NumPy and one runtime. Exit codes: 0 ok, 1 a check failed, 2 bad input, 4 runtim
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
 import shutil
 import sys
 from typing import Any, Dict, List, Optional
+
+from . import bundlefmt
+from .bundlefmt import MANIFEST, PARITY_INPUTS, BundleError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 4
 
@@ -26,45 +28,42 @@ class RunnerError(Exception):
 def default_bundle() -> str:
     """The folder holding this runner when run as a zipapp from a bundle, else the current one."""
     here = os.path.dirname(os.path.abspath(sys.argv[0] or "."))
-    return here if os.path.isfile(os.path.join(here, "manifest.json")) else "."
+    return here if os.path.isfile(os.path.join(here, MANIFEST)) else "."
 
 
 def load_manifest(bundle: str) -> Dict[str, Any]:
-    path = os.path.join(bundle, "manifest.json")
-    if not os.path.isfile(path):
-        raise RunnerError(f"{bundle}: no manifest.json here; pass the bundle folder")
-    with open(path) as f:
-        return json.load(f)
-
-
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """The checked manifest (bundlefmt: the host reads it the same way); a malformed one is exit 2."""
+    try:
+        return bundlefmt.load_manifest(bundle)
+    except BundleError as e:
+        raise RunnerError(str(e), e.code) from None
 
 
 def verify_file(bundle: str, manifest: Dict[str, Any], rel: str) -> str:
-    """Path of a bundle file whose bytes match the manifest; refuses a tampered or truncated file by name."""
-    path = os.path.join(bundle, rel)
-    meta = manifest.get("files", {}).get(rel)
-    if meta is None:
-        raise RunnerError(f"{rel} is not listed in the manifest's files", EXIT_FAILED)
-    if not os.path.isfile(path):
-        raise RunnerError(f"{rel} is missing from the bundle", EXIT_FAILED)
-    if os.path.getsize(path) != meta["size"]:
-        raise RunnerError(
-            f"refusing {rel}: {os.path.getsize(path)} bytes, the manifest says {meta['size']} (truncated or modified); copy the bundle again",
-            EXIT_FAILED,
-        )
-    if sha256(path) != meta["sha256"]:
-        raise RunnerError(f"refusing {rel}: sha256 does not match the manifest (tampered or corrupted); copy the bundle again", EXIT_FAILED)
-    return path
+    """Path of a bundle file whose bytes match the manifest; refuses a tampered or truncated file by
+    name (exit 1), and a path that leaves the bundle (exit 2)."""
+    try:
+        return bundlefmt.verified(bundle, manifest, rel)
+    except BundleError as e:
+        raise RunnerError(str(e), e.code) from None
 
 
 def verify_artifact(bundle: str, manifest: Dict[str, Any], art: Dict[str, Any]) -> str:
     return verify_file(bundle, manifest, art["file"])
+
+
+def check_signature(args: argparse.Namespace, manifest: Dict[str, Any]) -> None:
+    """--require-signature: refuse an unsigned bundle; --allowed-signers alone: check a signature when there is one."""
+    signers = args.allowed_signers or os.environ.get("EDGESHIP_ALLOWED_SIGNERS")
+    required = args.require_signature or os.environ.get("EDGESHIP_REQUIRE_SIGNATURE", "") in ("1", "true", "yes")
+    if required and not signers:
+        raise RunnerError("--require-signature needs --allowed-signers FILE (ssh-keygen's allowed signers: PRINCIPAL KEYTYPE KEY per line)")
+    if not signers or (not required and not os.path.isfile(os.path.join(args.bundle, bundlefmt.SIGNATURE))):
+        return
+    try:
+        bundlefmt.verify_signature(args.bundle, manifest, signers)
+    except BundleError as e:
+        raise RunnerError(str(e), e.code) from None
 
 
 def select(manifest: Dict[str, Any], names: Optional[List[str]]) -> List[Dict[str, Any]]:
@@ -204,11 +203,13 @@ def artifact_runnable(bundle: Optional[str], manifest: Dict[str, Any], status: D
     out = []
     verified: Dict[str, str] = {}
     for a in manifest["artifacts"]:
-        if bundle and status[a["format"]]["available"] and os.path.isfile(os.path.join(bundle, a["file"])):
-            try:
+        if not (bundle and status[a["format"]]["available"]):
+            continue
+        try:
+            if os.path.isfile(bundlefmt.contained(bundle, a["file"], "artifact file")):
                 verified[a["path"]] = verify_artifact(bundle, manifest, a)
-            except RunnerError:
-                pass  # reported below
+        except (RunnerError, BundleError):
+            pass  # reported below
     crashes = dict(zip(verified, probe([(p, next(x["format"] for x in manifest["artifacts"] if x["path"] == k)) for k, p in verified.items()], manifest)))
     for a in manifest["artifacts"]:
         st = status[a["format"]]
@@ -217,7 +218,7 @@ def artifact_runnable(bundle: Optional[str], manifest: Dict[str, Any], status: D
         if not st["available"]:
             e.update(install=st.get("install"), reason=f"no {a['format']} runtime installed")
             continue
-        if not bundle or not os.path.isfile(os.path.join(bundle, a["file"])):
+        if not bundle or not os.path.isfile(bundlefmt.contained(bundle, a["file"], "artifact file")):
             e["can_run"] = True  # the runtime is here; the file was not copied (e.g. device check)
             continue
         why = crashes.get(a["path"])
@@ -226,6 +227,7 @@ def artifact_runnable(bundle: Optional[str], manifest: Dict[str, Any], status: D
             e.update(
                 reason=f"{st['runtime']} {st['version']}: {why}" if old else f"refused: {why}" + (" (the file is damaged; rebuild the bundle)" if "cannot open it" in why else ""),
                 install=UPGRADE[a["format"]] if old else None,
+                refused=not old,
             )
             continue
         try:
@@ -233,7 +235,7 @@ def artifact_runnable(bundle: Optional[str], manifest: Dict[str, Any], status: D
             open_runner(path, a["format"], threads=1, **runner_options(manifest, a["format"]))
             e.update(can_run=True, opened=True)
         except RunnerError as err:
-            e["reason"] = str(err)
+            e.update(reason=str(err), refused=True)
         except Exception as err:  # the runtime is there but cannot load this model
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             if any(k in first.lower() for k in TOO_OLD):  # too old for an op or opset: upgrading helps
@@ -245,6 +247,8 @@ def artifact_runnable(bundle: Optional[str], manifest: Dict[str, Any], status: D
 
 def cmd_check(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.bundle) if args.bundle else None
+    if manifest:
+        check_signature(args, manifest)
     status = {fmt: runtime_status(fmt) for fmt in ("tflite", "onnx")}
     report: Dict[str, Any] = {"device": device_facts(args.bundle or "."), "runtimes": status, "artifacts": []}
     if manifest:
@@ -293,7 +297,7 @@ def runner_options(manifest: Dict[str, Any], fmt: str) -> Dict[str, Any]:
 def load_inputs(bundle: str, manifest: Dict[str, Any]) -> Dict[str, Any]:
     import numpy as np
 
-    path = verify_file(bundle, manifest, "parity/inputs.npz")
+    path = verify_file(bundle, manifest, PARITY_INPUTS)
     with np.load(path) as z:
         return {k: z[k] for k in z.files if k != "__labels__"}
 
@@ -311,6 +315,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     from .runners import open_runner
 
     manifest = load_manifest(args.bundle)
+    check_signature(args, manifest)
     arts = select(manifest, args.artifact)
     paths = [verify_artifact(args.bundle, manifest, a) for a in arts]  # refuse before running anything
     refuse_crashing(manifest, arts, paths)
@@ -323,7 +328,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
         runner = open_runner(path, a["format"], threads=threads, **runner_options(manifest, a["format"]))
         outs = runner.run(feed)
         cpu_why = accelerator_missing(manifest, a["format"], hint="")
-        dest = os.path.join(out_dir, f"outputs_{a['path']}.npz")
+        dest = os.path.join(out_dir, f"outputs_{bundlefmt.plain_name(a['path'], 'artifact path')}.npz")
         np.savez_compressed(dest, **outs)
         written.append(
             {
@@ -340,6 +345,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .latency import LatencyResult, measure
 
     manifest = load_manifest(args.bundle)
+    check_signature(args, manifest)
     arts = select(manifest, args.artifact)
     paths = [verify_artifact(args.bundle, manifest, a) for a in arts]
     refuse_crashing(manifest, arts, paths)
@@ -386,6 +392,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not args.images and args.camera is None:
         raise RunnerError("give one or more IMAGE files, or --camera N")
     manifest = load_manifest(args.bundle)
+    check_signature(args, manifest)
     spec = manifest.get("preprocessing")
     if not spec:
         raise RunnerError("this bundle records no preprocessing, so predict cannot turn an image into an input; rebuild it with a model that declares one")
@@ -472,8 +479,13 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("bundle", nargs="?", default=None, help="bundle folder (default: the runner's own folder)")
         sp.add_argument("--json", metavar="FILE", default=None, help="also write the result as JSON to FILE")
 
+    def signing(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--require-signature", action="store_true", help="refuse a bundle without a valid signature (env EDGESHIP_REQUIRE_SIGNATURE=1)")
+        sp.add_argument("--allowed-signers", metavar="FILE", default=None, help="ssh-keygen allowed signers file: whose signatures count (env EDGESHIP_ALLOWED_SIGNERS)")
+
     c = sub.add_parser("check", help="device facts and whether each artifact can run here (with the install line)")
     common(c)
+    signing(c)
     c.set_defaults(func=cmd_check)
     for name, func, helptext in (
         ("parity", cmd_parity, "verify artifacts' sha256 and run the bundled parity inputs; writes the outputs"),
@@ -487,6 +499,7 @@ def parser() -> argparse.ArgumentParser:
             sp.add_argument("--json", metavar="FILE", default=None, help="print JSON instead of lines ('-' for stdout only)")
         else:
             common(sp)
+        signing(sp)
         sp.add_argument("--artifact", action="append", help="only this artifact (file name or format:recipe); repeatable")
         sp.add_argument("--threads", type=bounded(int, 1, 1024), default=None, help="threads (default: the target profile's)")
         sp.set_defaults(func=func)
@@ -517,7 +530,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_RUNTIME
     try:
         return args.func(args)
-    except RunnerError as e:
+    except (RunnerError, BundleError) as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
     except KeyboardInterrupt:
