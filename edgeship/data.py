@@ -293,6 +293,8 @@ def load_dataset(
             warnings.append(f"skipped {bad} image file(s) in {path} that OpenCV could not decode")
         if labels is not None:
             labels = check_labels(f"class folders of {path}", labels, n_classes(source))
+        # --scale/--mean/--std can turn pixels into Inf or absurd values: checked like tensors
+        feed = {k: check_input_values(f"images from {path} after preprocessing (--scale/--mean/--std)", v) for k, v in feed.items()}
         check_fits(feed, source, "set --image-size, --color or --layout to match it")
     elif path.suffix.lower() in (".npz", ".npy"):
         if preprocess_file or any(v is not None for v in flags.values()):

@@ -146,7 +146,10 @@ def run_case(case: Case, sandbox: Sandbox, python: str = sys.executable) -> Resu
         why.append(f"exit {code}, expected {'/'.join(map(str, case.expect))}")
     if code not in DOCUMENTED:
         why.append(f"exit {code} is not documented")
-    if code != 0 and not one_error_line(stderr):
+    if code == 130:
+        if not any(ln.startswith("interrupted") for ln in stderr.splitlines()):
+            why.append("no 'interrupted' line on stderr")
+    elif code != 0 and not one_error_line(stderr):
         why.append("not exactly one error: line on stderr")
     stray = _stray(before, after, case.may_write)
     if stray:
