@@ -37,7 +37,8 @@ def sample_bundle(where: Path) -> Path:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, default=None, help="an existing digits-arm64 bundle (default: build one)")
-    ap.add_argument("--only", default="", help="comma-separated groups: " + "profiles,reports,data,models,manifests,crashes,security,interrupts,disk")
+    ap.add_argument("--only", default="", help="comma-separated groups: " + "profiles,reports,data,models,manifests,crashes,security,interrupts,disk,fuzz")
+    ap.add_argument("--fuzz", type=int, default=60, help="seeded random mutations of model files and manifests (default 60)")
     ap.add_argument("--verbose", "-v", action="store_true", help="print every case")
     args = ap.parse_args()
     os.environ.setdefault("EDGESHIP_CACHE_DIR", str(Path.home() / ".cache" / "edgeship"))
@@ -69,6 +70,7 @@ def main() -> int:
             ("security", lambda sb: bi.security_cases(sb, bundle)),
             ("interrupts", lambda sb: bi.interrupt_cases(sb) + [bi.stale_partial_case(sb)]),
             ("disk", lambda sb: [c for c in [bi.disk_full_case(sb)] if c is not None]),  # root only (a tmpfs)
+            ("fuzz", lambda sb: bi.fuzz_cases(sb, bundle, args.fuzz)),
         ]
         for group, make in makers:
             if only and group not in only:

@@ -488,3 +488,55 @@ def disk_full_case(sb: Sandbox, size: str = "600k") -> Optional[Case]:
 
     return Case("disk full: build --out on a 600 KiB filesystem", "disk", edgeship("build", "-q", "--out", str(small / "out"), "--runs", "3"),
                 expect=(4,), may_write=("work/small",), check=verdict)
+
+
+def random_json_edit(d: object, rng: np.random.Generator) -> object:
+    """Delete a random key, or replace a random value with a random JSON value (seeded)."""
+    def paths(x: object, prefix: tuple = ()) -> List[tuple]:
+        out = [prefix] if prefix else []
+        if isinstance(x, dict):
+            for k, v in x.items():
+                out += paths(v, prefix + (k,))
+        elif isinstance(x, list):
+            for i, v in enumerate(x):
+                out += paths(v, prefix + (i,))
+        return out
+
+    values = [None, True, -1, 0, 10**15, 1.5, float("nan"), "", "../../x", "/etc/passwd", [], {}, [1, "a"], {"a": None}]
+    ps = paths(d)
+    if not ps:
+        return values[int(rng.integers(len(values)))]
+    path = ps[int(rng.integers(len(ps)))]
+    parent = d
+    for k in path[:-1]:
+        parent = parent[k]  # type: ignore[index]
+    if isinstance(parent, dict) and rng.random() < 0.4:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = values[int(rng.integers(len(values)))]  # type: ignore[index]
+    return d
+
+
+def fuzz_cases(sb: Sandbox, bundle: Path, n: int = 40, seed: int = 0) -> List[Case]:
+    """``n`` seeded random mutations: half damage a model file the manifest then vouches for (run by
+    the runner's parity), half edit the manifest (run by the runner's check and `edgeship validate`)."""
+    rng = np.random.default_rng(seed)
+    arts = ["model_int8.tflite", "model_fp32.tflite", "model_int8.onnx", "model_fp32.onnx"]
+    cases = []
+    for i in range(n):
+        b = copy_bundle(bundle, sb.root / "work" / f"f{i}")
+        rel = f"work/f{i}"
+        if i % 2 == 0:
+            which = arts[(i // 2) % len(arts)]
+            f = b / "artifacts" / which
+            f.write_bytes(flip_bytes(f.read_bytes(), int(rng.integers(2**31)), int(rng.integers(1, 64))))
+            rehash(b, f"artifacts/{which}")
+            cases.append(Case(f"fuzz {i}: {which} with {'random bytes'} (runner parity)", "fuzz", [str(b / "edgeship-runner.pyz"), "parity", str(b), "--artifact", which], expect=(0, 1, 2), may_write=(f"{rel}/device",)))
+        else:
+            m = json.loads((b / "manifest.json").read_text())
+            for _ in range(int(rng.integers(1, 4))):
+                m = random_json_edit(m, rng)
+            (b / "manifest.json").write_text(json.dumps(m))
+            cases.append(Case(f"fuzz {i}: edited manifest (runner check)", "fuzz", [str(b / "edgeship-runner.pyz"), "check", str(b)], expect=(0, 1, 2, 4)))
+            cases.append(Case(f"fuzz {i}: edited manifest (validate)", "fuzz", edgeship("validate", str(b)), expect=(0, 1, 2)))
+    return cases
