@@ -62,6 +62,10 @@ def deploy(
     allowed_signers: Optional[str],
 ) -> None:
     """Copy BUNDLE to devices, run parity and latency there, and add a device section to its reports."""
+    import math
+
+    if seconds is not None and not math.isfinite(seconds):  # Click's FloatRange lets NaN through
+        raise click.BadParameter(f"{seconds} is not a number of seconds", param_hint="--seconds")
     from .bundle import check_signature, inside, load_manifest
     from .devices.deploy import DeployOptions, deploy as run_deploy, select_artifacts
     from .devices.record import record_devices
