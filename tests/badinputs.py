@@ -134,6 +134,7 @@ def run_case(case: Case, sandbox: Sandbox, python: str = sys.executable) -> Resu
         stderr += proc.communicate()[1] or ""
     seconds = time.perf_counter() - t0
     after = sandbox.snapshot()
+    extra = case.check(sandbox) if case.check is not None else None  # always: some checks also clean up (umount)
     if code is None:
         return Result(case, "crash", f"hung: no answer within {case.timeout:.0f} s", None, stderr, seconds)
     if code < 0 or (128 < code < 160 and code != 130):
@@ -154,10 +155,8 @@ def run_case(case: Case, sandbox: Sandbox, python: str = sys.executable) -> Resu
     stray = _stray(before, after, case.may_write)
     if stray:
         why.append("wrote outside its folder: " + ", ".join(stray[:3]))
-    if case.check is not None:
-        extra = case.check(sandbox)
-        if extra:
-            why.append(extra)
+    if extra:
+        why.append(extra)
     return Result(case, "wrong" if why else "clean", "; ".join(why), code, stderr, seconds)
 
 
@@ -457,11 +456,12 @@ def stale_partial_case(sb: Sandbox) -> Case:
     """A build killed with SIGKILL left .out.partial-<dead pid>-x: the next build removes it."""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (sb.root / "work" / f".out.partial-{dead.pid}-abc123").mkdir()
-    (sb.root / "work" / f".out.partial-{dead.pid}-abc123" / "model_int8.tflite").write_bytes(b"x")
-    return Case("interrupt: stale partial of a dead (SIGKILLed) build is swept", "interrupts", edgeship("build", "-q", "--out", "out", "--runs", "2"),
-                expect=(0,), may_write=("work",),
-                check=lambda sb: "stale partial left" if any((sb.root / "work").glob(".out.partial-*")) else None)
+    parent = sb.root / "work" / "stale"
+    (parent / f".out.partial-{dead.pid}-abc123").mkdir(parents=True)
+    (parent / f".out.partial-{dead.pid}-abc123" / "model_int8.tflite").write_bytes(b"x")
+    return Case("interrupt: stale partial of a dead (SIGKILLed) build is swept", "interrupts", edgeship("build", "-q", "--out", "stale/out", "--runs", "2"),
+                expect=(0,), may_write=("work/stale",),
+                check=lambda sb: "stale partial left" if any(parent.glob(".out.partial-*")) else None)
 
 
 def write_zip_bomb_npz(dest: Path) -> Path:
