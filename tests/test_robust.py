@@ -242,3 +242,28 @@ def test_runner_check_exits_1_after_refusing_a_file_and_never_advises_an_upgrade
     r = bi.run_case(bi.Case("tampered", "wrong answers", [str(tampered / "edgeship-runner.pyz"), "check", str(tampered)], expect=(1,)), sb)
     assert r.outcome == "clean", (r.why, r.stderr[-600:])
     assert "model_fp32.onnx" in r.stderr
+
+
+def test_an_error_raised_while_an_interrupt_lands_is_reported_as_the_interrupt(monkeypatch, capsys):
+    """A library can turn Ctrl-C into its own error (an interrupted import reads as 'no tflite runtime
+    is installed', exit 3): once a signal arrived, main says interrupted, exit 130."""
+    import signal as _signal
+
+    from edgeship import cli
+    from edgeship.errors import ConversionError
+
+    def interrupted_then_failed(*a, **k):
+        cli._INTERRUPTED.append(_signal.SIGINT)
+        raise ConversionError("no tflite runtime is installed (tried ai-edge-litert)")
+
+    monkeypatch.setattr(cli.cli, "main", interrupted_then_failed)
+    monkeypatch.setattr(cli, "_INTERRUPTED", [])
+    old = {s: _signal.getsignal(s) for s in (_signal.SIGINT, _signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as e:
+            cli.main(["build"])
+    finally:
+        for s, h in old.items():
+            _signal.signal(s, h)
+    assert e.value.code == 130
+    assert "interrupted" in capsys.readouterr().err
