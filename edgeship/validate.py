@@ -215,7 +215,10 @@ def validate_bundle(
             raise UsageError(f"{path} is missing from the bundle (rebuild it, or copy the whole folder)")
         out = _run(path, a["format"], feed, target)
         budget = target.get("budgets", {}).get(a["recipe"], {})
-        p = compare(a["path"], ref, out, budget, labels=labels, inputs_from=(manifest.get("parity_inputs") or {}).get("origin", "the bundle's parity inputs"))
+        try:
+            p = compare(a["path"], ref, out, budget, labels=labels, inputs_from=(manifest.get("parity_inputs") or {}).get("origin", "the bundle's parity inputs"))
+        except ValueError as e:  # outputs that do not match the reference, a budget for an unknown output
+            raise UsageError(f"{bundle}: {a['path']}: {e}") from None
         a["parity"] = p.to_dict()
         if explain:
             try:

@@ -213,7 +213,10 @@ def judge(bundle: Path, manifest: Dict[str, Any], art: Dict[str, Any], outputs: 
     reference = load_npz(inside(bundle, PARITY_REFERENCE, "file"))
     inputs = load_npz(inside(bundle, PARITY_INPUTS, "file"))
     budget = manifest["target"].get("budgets", {}).get(art["recipe"], {})
-    result = compare(art["path"], reference, outputs, budget, labels=inputs.get("__labels__"), inputs_from="the bundle's parity inputs, run on the device")
+    try:
+        result = compare(art["path"], reference, outputs, budget, labels=inputs.get("__labels__"), inputs_from="the bundle's parity inputs, run on the device")
+    except ValueError as e:  # device outputs that do not match the reference, a budget for an unknown output
+        raise UsageError(f"{bundle}: {art['path']}: {e}") from None
     host_file = inside(bundle, f"parity/host_{art['path']}.npz", "file")
     vs_host = None
     if host_file.is_file():
