@@ -5,14 +5,16 @@ them together and owns the "write to a temporary directory, then rename" rule.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -206,6 +208,7 @@ def run_builds(
         warnings = [NO_DATA_WARNING] if dataset.generated else []
     else:
         source, dataset, training, warnings = load_inputs(inputs or Inputs(model=model), sample, retrain, progress)
+    check_budget_outputs(profiles, [o.name for o in source.outputs])
     if training:
         how = "cached" if training.get("cached") else f"trained in {training['train_seconds']} s"
         progress.note(f"sample model '{source.name}': held-out accuracy {training['test_accuracy']:.2%} ({how})")
@@ -223,20 +226,93 @@ def run_builds(
         for profile, out_dir in zip(profiles, out_dirs):
             result = BuildResult(profile, source, dataset, [], {}, {}, training=training, warnings=list(warnings))
             out_dir.parent.mkdir(parents=True, exist_ok=True)
-            work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+            sweep_stale(out_dir.parent)
+            # the pid in the name lets a later build tell a dead build's leftovers (SIGKILL) from a running one's
+            work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-{os.getpid()}@{_host()}-", dir=out_dir.parent))
             staged.append((result, work, out_dir))
             _build_target(result, reference, work, shared, runs, progress)
-        for result, work, out_dir in staged:
-            if sign_key:
+        if sign_key:  # before the renames: ssh-keygen may take a while, and may fail
+            for _, work, _ in staged:
                 bundle.sign(work, sign_key)
-            result.bundle = bundle.publish(work, out_dir)
-            for art in result.artifacts:  # they moved with the folder
-                art.path = result.bundle / "artifacts" / art.filename
+        with signals_held():  # every bundle is published, or none: an interrupt waits for the renames
+            for result, work, out_dir in staged:
+                result.bundle = bundle.publish(work, out_dir)
+                PUBLISHED.append(result.bundle)
+                for art in result.artifacts:  # they moved with the folder
+                    art.path = result.bundle / "artifacts" / art.filename
     except BaseException:
         for _, work, _ in staged:
             shutil.rmtree(work, ignore_errors=True)
         raise
     return [r for r, _, _ in staged]
+
+
+PUBLISHED: List[Path] = []  # bundles this process renamed into place (an interrupt after that says so)
+_STALE = re.compile(r"^\..+\.(?:partial|old)-(\d+)(?:@(\w+))?(?:-.*)?$")
+
+
+def _host() -> str:
+    """This machine's name as a word: a pid means nothing on another host (a shared volume, a container)."""
+    import socket
+
+    return re.sub(r"\W", "_", socket.gethostname()) or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def sweep_stale(parent: Path) -> List[Path]:
+    """Remove ``.NAME.partial-PID-*`` and ``.NAME.old-PID`` folders left by builds that are dead (killed
+    with SIGKILL, or a power cut); a running build's folders (its pid alive) are left alone."""
+    removed = []
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = _STALE.match(p.name)
+        if not m or (m.group(2) and m.group(2) != _host()):  # another machine's build: its pid cannot be checked here
+            continue
+        if p.is_dir() and not p.is_symlink() and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM (delivered when the block ends) around a few renames that must not be cut."""
+    import signal
+
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    except (AttributeError, ValueError, OSError):  # no pthread_sigmask here (Windows)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def check_budget_outputs(profiles: Sequence[TargetProfile], outputs: Sequence[str]) -> None:
+    """A per-output budget must name an output of this model: refused before any conversion."""
+    for p in profiles:
+        for recipe, table in p.budgets.items():
+            unknown = sorted(set(table.get("outputs", {})) - set(outputs))  # type: ignore[arg-type]
+            if unknown:
+                raise UsageError(
+                    f"{p.source}: [budgets.{recipe}.outputs.{unknown[0]}] names no output of this model; "
+                    f"its outputs are: {', '.join(outputs)}"
+                )
 
 
 def _build_target(

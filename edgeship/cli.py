@@ -51,7 +51,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 )
 @click.option("--sample", default="digits", show_default=True, help="Built-in sample model used when --model is not given.")
 @click.option("--out", "-o", default=None, help="Bundle folder (one target) or parent folder of the bundles (several). Default: dist/<model>-<target>.")
-@click.option("--runs", type=click.IntRange(min=1), default=None, help="Timed latency runs per artifact (default: the profile's).")
+@click.option("--runs", type=click.IntRange(min=1, max=1_000_000), default=None, help="Timed latency runs per artifact (default: the profile's).")
 @click.option("--retrain", is_flag=True, help="Train the sample model again even if a cached one matches.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output; only the summary.")
 @click.option("--sign-key", default=None, envvar="EDGESHIP_SIGN_KEY", metavar="KEY",
@@ -243,34 +243,63 @@ from .cli_compress import distill as _distill  # noqa: E402
 cli.add_command(_distill)
 
 
+_INTERRUPTED: list = []  # the signal that interrupted this run, once one has
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """SIGTERM (a CI job cancelled, `kill`) unwinds like Ctrl-C: temporary folders are removed."""
+    _INTERRUPTED.append(signum)
+    raise KeyboardInterrupt
+
+
+def _interrupted_message() -> str:
+    from .build import PUBLISHED
+
+    if PUBLISHED:  # the interrupt came after the rename: those bundles are complete
+        return "interrupted after publishing the complete bundle(s) " + ", ".join(map(str, PUBLISHED)) + "; nothing half-written was left"
+    return "interrupted: no new bundle was written (any earlier bundle at --out is untouched)"
+
+
 def main(argv: Optional[list] = None) -> None:
     """Entry point: EdgeshipErrors become one line on stderr and their exit code, never a traceback.
 
     Anything else is a bug: one ``error: internal error in <stage>: ...`` line with the log file
     of its traceback, exit 70 (``--debug`` / ``EDGESHIP_DEBUG=1`` show the traceback here).
     """
+    import signal
+
+    from .errors import DISK_FULL_HINT, disk_full
     from .runner.internal_error import debug_requested, pop_debug_flag, report
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = pop_debug_flag(args) or debug_requested()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # a signal the caller chose to ignore stays ignored
+            signal.signal(sig, _on_signal)
     try:
         cli.main(args=args, prog_name="edgeship", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("interrupted", err=True)
+        click.echo(_interrupted_message(), err=True)
         sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except EdgeshipError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        click.echo("interrupted: no bundle was written", err=True)
+        click.echo(_interrupted_message(), err=True)
         sys.exit(EXIT_INTERRUPTED)
-    except Exception as e:  # a bug: one line and a log file, never a traceback on stderr
-        sys.exit(report(e, "edgeship", debug))
+    except Exception as e:
+        if _INTERRUPTED:  # a library turned the interrupt into its own error ("no runtime installed", ...)
+            click.echo(_interrupted_message(), err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        if disk_full(e):
+            click.echo(f"error: {DISK_FULL_HINT}", err=True)
+            sys.exit(4)
+        if isinstance(e, EdgeshipError):
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+        sys.exit(report(e, "edgeship", debug))  # a bug: one line and a log file, never a traceback on stderr
     sys.exit(0)
 
 

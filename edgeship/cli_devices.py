@@ -42,9 +42,9 @@ def _devices(specs: Tuple[str, ...], remote_python: Optional[str], ssh_config: O
 @click.option("--remote-python", default=None, help="Python on ssh devices (default python3); a ?python= in the URL wins.")
 @click.option("--ssh-config", default=None, envvar="EDGESHIP_SSH_CONFIG", type=click.Path(dir_okay=False, exists=True), help=SSH_CONFIG_HELP)
 @click.option("--artifact", "-a", "artifacts", multiple=True, help="Only this artifact (file name or format:recipe); repeatable. Default: all.")
-@click.option("--runs", type=click.IntRange(min=1), default=None, help="Timed runs per artifact (default: the profile's).")
-@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None, help="Time budget for the timed runs of each artifact.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads (default: the profile's, capped at the device's cores).")
+@click.option("--runs", type=click.IntRange(min=1, max=1_000_000), default=None, help="Timed runs per artifact (default: the profile's).")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True, max=86_400), default=None, help="Time budget for the timed runs of each artifact.")
+@click.option("--threads", type=click.IntRange(min=1, max=1024), default=None, help="Threads (default: the profile's, capped at the device's cores).")
 @click.option("--remote-dir", default=None, help="Folder on the device for the copy (default: its temp dir).")
 @click.option("--keep", is_flag=True, help="Leave the copied bundle on the device.")
 @click.option("--serve", "serve", is_flag=True, help="Then serve the model there (KServe v2 over HTTP; a systemd unit when possible) and check its health; keeps the copy.")
@@ -69,6 +69,10 @@ def deploy(
     allowed_signers: Optional[str],
 ) -> None:
     """Copy BUNDLE to devices, run parity and latency there, and add a device section to its reports."""
+    import math
+
+    if seconds is not None and not math.isfinite(seconds):  # Click's FloatRange lets NaN through
+        raise click.BadParameter(f"{seconds} is not a number of seconds", param_hint="--seconds")
     from .bundle import check_signature, inside, load_manifest
     from .devices.deploy import DeployOptions, deploy as run_deploy, select_artifacts
     from .devices.record import record_devices
@@ -87,7 +91,12 @@ def deploy(
     try:
         record_devices(bundle, sections)
     except OSError as e:  # e.g. a full disk: record_devices left the bundle as it was
-        raise UsageError(f"cannot add the device results to {bundle}: {e.strerror or e}; the bundle is unchanged (free some space and deploy again)") from None
+        from .errors import DiskFull, disk_full
+
+        what = f"cannot add the device results to {bundle}: {e.strerror or e}; the bundle is unchanged"
+        if disk_full(e):  # a full disk is exit 4 everywhere (README's exit codes)
+            raise DiskFull(f"{what} (free some space and deploy again)") from None
+        raise UsageError(what) from None
     for s in sections:
         _print_section(s)
         if s.get("serve"):
@@ -124,7 +133,7 @@ def _print_section(s: Dict[str, Any]) -> None:
         table.add_column(col, justify="left" if col in ("artifact", "runtime", "result") else "right", no_wrap=col == "artifact")
     for a in s["artifacts"]:
         if not a.get("ran"):
-            table.add_row(a["artifact"], "not run: runtime missing", "–", "–", "–", "–", "–", "[red]FAIL[/red]" if a["required"] else "skipped")
+            table.add_row(a["artifact"], "not run: " + str(a.get("reason") or "runtime missing")[:70], "–", "–", "–", "–", "–", "[red]FAIL[/red]" if a["required"] else "skipped")
             continue
         o = a["parity"]["outputs"][0]
         lat = a.get("latency") or {}
@@ -197,6 +206,9 @@ def device_check_cmd(device_spec: str, bundle: Optional[Path], remote_python: Op
                 click.echo(f"  {line}")
         else:
             click.echo("nothing to install: the runner can run here")
+    refused = [a for a in res.get("artifacts", []) if not a["can_run"] and a["required"] and not a.get("install")]
+    if bundle is not None and refused:  # a file refused there (damaged, tampered, crashing): 1, as the runner says
+        raise DeviceError(f"{dev.label} refused {refused[0]['artifact']}: {refused[0]['reason']}", exit_code=1)
     if bundle is not None and not all(a["can_run"] or not a["required"] for a in res.get("artifacts", [])):
         raise DeviceError(f"{dev.label} cannot run every required artifact of {bundle}; install: {'; '.join(res['install'])}")
     if bundle is None and not any(st["available"] for st in res["runtimes"].values()):

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import click
 
@@ -80,6 +81,17 @@ def _print_parity(data) -> None:  # type: ignore[no-untyped-def]
         console.print(f"[red]✗[/red] {f}")
 
 
+@contextmanager
+def malformed_report(where: object) -> Iterator[None]:
+    """A field the schema does not pin down (deep in a diagnosis, a device's facts) that is missing
+    or mistyped: one line naming it, exit 2, never a traceback."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        what = f"missing field {e.args[0]!r}" if isinstance(e, KeyError) and e.args else f"{type(e).__name__}: {str(e)[:160]}"
+        raise EdgeshipError(f"{where}: malformed report.json ({what}); regenerate it with 'edgeship build' or 'validate --report'", exit_code=2) from None
+
+
 @click.command()
 @click.argument("bundle", type=click.Path(exists=True))
 @click.option("--format", "-f", "fmt", type=click.Choice(["md", "json", "junit", "html"]), default="md", show_default=True)
@@ -90,7 +102,9 @@ def report(bundle: str, fmt: str, out: Optional[str]) -> None:
     from .compare import load_report
     from .report import RENDERERS
 
-    text = RENDERERS[fmt][1](load_report(Path(bundle)))
+    data = load_report(Path(bundle))
+    with malformed_report(bundle):
+        text = RENDERERS[fmt][1](data)
     if out:
         Path(out).write_text(text, encoding="utf-8")
     else:
@@ -111,7 +125,9 @@ def compare_cmd(old: str, new: str, max_latency_increase: float, md_out: Optiona
 
     from .compare import compare_reports, load_report, render_table_md, summary
 
-    rows = compare_reports(load_report(Path(old)), load_report(Path(new)), max_latency_increase)
+    old_data, new_data = load_report(Path(old)), load_report(Path(new))
+    with malformed_report(f"{old} or {new}"):
+        rows = compare_reports(old_data, new_data, max_latency_increase)
     table = Table(title=f"edgeship compare: {old} → {new}")
     for col in ("artifact", "figure", "old", "new", "change", "status"):
         table.add_column(col, justify="right" if col in ("old", "new", "change") else "left")

@@ -39,19 +39,57 @@ class Row:
         return f"{d:+.4g}"
 
 
+# What `compare` and the renderers read from a report.json (edgeship.report/1), checked at load
+# so a missing or mistyped field is one line naming it (see jsonshape). Keys ending in ? are optional.
+SCHEMA_MAJOR = 1
+_NUM = (int, float)
+_OPT_NUM = (int, float, type(None))
+_CHECK = {"output": str, "metric": str, "value": _OPT_NUM, "threshold": _NUM, "op": str, "passed": bool, "message?": str}
+_OUTPUT = {"name": str, "max_abs": _NUM, "mean_abs?": _NUM, "snr_db": _NUM, "cosine": _NUM, "top1_agreement": _OPT_NUM, "accuracy?": _OPT_NUM}
+_PARITY = {"outputs": [_OUTPUT], "checks": [_CHECK], "failures?": [str]}
+_LATENCY = {"measured?": bool, "p50_ms?": _NUM, "p90_ms?": _NUM, "reason?": str}
+_ARTIFACT = {
+    "path": str, "format": str, "recipe": str, "key?": str, "size": int, "required": bool, "passed": bool,
+    "parity": _PARITY, "latency?": _LATENCY, "diagnosis?": dict,
+}
+_DEVICE_ARTIFACT = {"artifact": str, "key": str, "required": bool, "ran?": bool, "parity?": _PARITY, "latency?": _LATENCY, "passed?": bool}
+_DEVICE = {"device": str, "error?": str, "facts?": dict, "artifacts": [_DEVICE_ARTIFACT], "failures?": [str], "passed?": bool}
+REPORT_SCHEMA = {
+    "schema": str,
+    "model": {"name": str},
+    "target": {"name": str, "latency_budget_ms?": _NUM, "not_built?": dict},
+    "parity_inputs": {"origin": str},
+    "artifacts": [_ARTIFACT],
+    "passed": bool,
+    "failures": [str],
+    "warnings?": [str],
+    "training?": dict,
+    "host?": dict,
+    "devices?": [_DEVICE],
+}
+
+
 def load_report(path: Path) -> Data:
-    """report.json, or a bundle folder holding one."""
+    """report.json, or a bundle folder holding one: checked against the report schema, so a
+    malformed file (not JSON, a list, a missing or mistyped field) is one UsageError naming it."""
+    from .jsonshape import check
+
     p = Path(path)
     if p.is_dir():
         p = p / "report.json"
     if not p.is_file():
         raise UsageError(f"{path}: no report.json there (give a report.json or a bundle folder)")
     try:
-        data = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{p} is not a readable report.json: {e}") from None
-    if not str(data.get("schema", "")).startswith("edgeship.report/"):
-        raise UsageError(f"{p} is not an edgeship report (no 'schema': 'edgeship.report/…')")
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise UsageError(f"{p} is not a readable report.json: {str(e)[:200]}") from None
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if not isinstance(schema, str) or not schema.startswith("edgeship.report/"):
+        raise UsageError(f"{p} is not an edgeship report (no 'schema': 'edgeship.report/{SCHEMA_MAJOR}')")
+    major = schema.split("/", 1)[1].split(".")[0]
+    if major != str(SCHEMA_MAJOR):
+        raise UsageError(f"{p} is a report of schema {schema}; this edgeship reads edgeship.report/{SCHEMA_MAJOR} (use the edgeship that wrote it)")
+    check(data, REPORT_SCHEMA, "", str(p))
     return data
 
 

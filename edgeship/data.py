@@ -22,6 +22,10 @@ COLORS = ("rgb", "bgr", "gray")
 LAYOUTS = ("NHWC", "NCHW")
 SPEC_KEYS = ("size", "resize", "color", "scale", "mean", "std", "layout", "invert_if_light_background")
 LABEL_KEYS = ("labels", "label", "y")
+# Inputs beyond this magnitude are a unit mistake (or garbage), and calibrating on them breaks int8
+# scales (TFLiteConverter's calibration even crashes on Inf): refused before any work.
+MAX_ABS_INPUT = 1e9
+MAX_LABEL = 2**31 - 1
 
 
 # ----------------------------------------------------------------------------- preprocessing spec
@@ -176,8 +180,63 @@ def read_tensor_file(path: Path, source: Source) -> Tuple[Dict[str, np.ndarray],
     sizes = {len(v) for v in feed.values()}
     if len(sizes) > 1 or (labels is not None and len(labels) not in sizes):
         raise UsageError(f"arrays in {path} disagree on the number of samples: {sorted(sizes)}")
-    feed = {i.name: feed[i.name].astype(np.float32 if i.dtype.startswith("float") else i.dtype) for i in source.inputs}
-    return feed, (labels.astype(np.int64).reshape(-1) if labels is not None else None), f"tensors from {path} ({len(next(iter(feed.values())))} samples)"
+    feed = {i.name: check_input_values(f"{path}: array '{i.name}'", feed[i.name], i.dtype) for i in source.inputs}
+    labels = check_labels(f"{path}: labels", labels, n_classes(source)) if labels is not None else None
+    return feed, labels, f"tensors from {path} ({len(next(iter(feed.values())))} samples)"
+
+
+def check_input_values(what: str, arr: np.ndarray, dtype: str = "float32") -> np.ndarray:
+    """``arr`` as ``dtype``, refused (exit 2) when it holds strings, complex numbers, NaN/Inf or absurd
+    magnitudes, or integers outside ``dtype``: such data would silently change or crash calibration."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind in "USOV":
+        raise UsageError(f"{what} holds {arr.dtype.name.rstrip('0123456789') or arr.dtype.str} values, not numbers: save numeric arrays")
+    if arr.dtype.kind == "c":
+        raise UsageError(f"{what} holds complex numbers: the model takes real values (save the real part, or magnitude, yourself)")
+    want = np.dtype(dtype)
+    if arr.dtype.kind == "f" or want.kind == "f":
+        with np.errstate(all="ignore"):
+            f = arr.astype(np.float64)
+        bad = ~np.isfinite(f)
+        if bad.any():
+            n = int(bad.sum())
+            raise UsageError(f"{what} holds {n} NaN/Inf value(s) of {f.size}" + (" (all of them)" if n == f.size else "") + ": remove or fix those samples")
+        big = float(np.max(np.abs(f))) if f.size else 0.0
+        if big > MAX_ABS_INPUT:
+            raise UsageError(f"{what} holds values up to {big:.3g} in magnitude (more than {MAX_ABS_INPUT:.0e}): scale the data as the model expects")
+    if want.kind in "iu":
+        info = np.iinfo(want)
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if lo < info.min or hi > info.max or (arr.dtype.kind == "f" and not np.all(np.mod(arr, 1) == 0)):
+            raise UsageError(f"{what} holds values in [{lo:.6g}, {hi:.6g}] that are not {want.name} integers, which the model's input is")
+    return arr.astype(np.float32 if want.kind == "f" else want)
+
+
+def n_classes(source: Source) -> Optional[int]:
+    """The class count of a classifier's first output ([batch, classes]), when fixed."""
+    shape = source.outputs[0].shape if source.outputs else []
+    return int(shape[-1]) if len(shape) == 2 and shape[-1] and shape[-1] > 1 else None
+
+
+def check_labels(what: str, labels: np.ndarray, classes: Optional[int]) -> np.ndarray:
+    """Labels as int64 class indices, one per sample; refused (exit 2) when they are strings,
+    several per sample, NaN, fractional, negative or not a class of the model."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "biuf":
+        raise UsageError(f"{what} are {labels.dtype.kind == 'c' and 'complex numbers' or 'not numbers'}: give one integer class index per sample")
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise UsageError(f"{what} have shape {list(labels.shape)}: give one class index per sample (1-D); for one-hot labels save labels.argmax(axis=1)")
+    with np.errstate(all="ignore"):
+        f = labels.astype(np.float64)
+    if not np.all(np.isfinite(f)) or not np.all(f == np.round(f)):
+        raise UsageError(f"{what} hold NaN, Inf or fractional values: give integer class indices")
+    hi = classes - 1 if classes else MAX_LABEL
+    if f.size and (f.min() < 0 or f.max() > hi):
+        where = f"the model has {classes} classes (0..{hi})" if classes else f"class indices go from 0 to {hi}"
+        raise UsageError(f"{what} range from {f.min():.6g} to {f.max():.6g}; {where}")
+    return f.astype(np.int64)
 
 
 def check_fits(feed: Dict[str, np.ndarray], source: Source, hint: str) -> None:
@@ -232,6 +291,10 @@ def load_dataset(
         feed, labels, names, bad, origin = read_image_folder(path, source, spec)
         if bad:
             warnings.append(f"skipped {bad} image file(s) in {path} that OpenCV could not decode")
+        if labels is not None:
+            labels = check_labels(f"class folders of {path}", labels, n_classes(source))
+        # --scale/--mean/--std can turn pixels into Inf or absurd values: checked like tensors
+        feed = {k: check_input_values(f"images from {path} after preprocessing (--scale/--mean/--std)", v) for k, v in feed.items()}
         check_fits(feed, source, "set --image-size, --color or --layout to match it")
     elif path.suffix.lower() in (".npz", ".npy"):
         if preprocess_file or any(v is not None for v in flags.values()):
@@ -255,8 +318,27 @@ def load_dataset(
     return ds, warnings
 
 
+MAX_GENERATED_BYTES = 2 << 30  # 2 GiB of generated inputs: more is a mistaken shape, not a model
+
+
+def check_generated_size(inputs: Sequence[Any], n: int) -> None:
+    """Refuse (exit 2) inputs whose fixed dimensions would need more than MAX_GENERATED_BYTES for
+    ``n`` generated samples (an ONNX file can declare 10**9 x 10**9 inputs)."""
+    total = 0
+    for i in inputs:
+        dims = [int(d) if isinstance(d, (int, np.integer)) and d > 0 else 1 for d in list(i.shape)[1:]]
+        per = 4 * int(np.prod(dims, dtype=object))
+        total += per * n
+        if total > MAX_GENERATED_BYTES:
+            raise UsageError(
+                f"input '{i.name}' has shape {_show([None] + dims)}: {n} samples of it would take {total / 2**30:.3g} GiB "
+                f"(limit {MAX_GENERATED_BYTES >> 30} GiB); fix the model's input shape (--input-shape for ONNX) or pass --data"
+            )
+
+
 def generated_dataset(source: Source, n_calibration: int = 128, n_heldout: int = 64, seed: int = 0) -> Dataset:
     """Uniform [0, 1) inputs of the model's shapes: enough to compare runtimes, not to calibrate well."""
+    check_generated_size(source.inputs, n_calibration + n_heldout)
     rng = np.random.default_rng(seed)
 
     def make(n: int) -> Dict[str, np.ndarray]:

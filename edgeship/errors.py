@@ -40,6 +40,33 @@ class CheckFailed(EdgeshipError):
     exit_code = EXIT_CHECK_FAILED
 
 
+class DiskFull(EdgeshipError):
+    """The disk filled up while writing: not a converter's fault, and not bad input. Exit 4, like a
+    device that is out of disk: the machine lacks what the job needs."""
+
+    exit_code = EXIT_DEVICE
+
+
+def disk_full(e: BaseException) -> bool:
+    """Whether ``e`` (or an exception it came from) is a full disk or an exceeded quota; libraries
+    such as TensorFlow re-raise it as text, so the message counts too."""
+    import errno
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(e)
+        if "No space left on device" in text or "Disk quota exceeded" in text:
+            return True
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    return False
+
+
+DISK_FULL_HINT = "the disk is full (No space left on device): free some space, or give --out on another disk, and run again"
+
+
 class UnsupportedOps(UsageError, ConversionError):
     """The model uses ops the target format has no kernel for: a conversion failure whose fix is
     in the model (replace the named layer), so it exits as bad input (2)."""

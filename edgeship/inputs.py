@@ -26,8 +26,8 @@ class Inputs:
     signature: Optional[str] = None
     input_shapes: Sequence[str] = ()
     data: Optional[str] = None
-    calibration_samples: int = DEFAULT_CALIBRATION
-    heldout_samples: int = DEFAULT_HELDOUT
+    calibration_samples: Optional[int] = None  # None: DEFAULT_* for user data, the sample's own split for the sample
+    heldout_samples: Optional[int] = None
     preprocess: Optional[str] = None
     preprocessing: Dict[str, Any] = field(default_factory=dict)  # flag overrides: size, color, ...
 
@@ -42,7 +42,8 @@ def load_inputs(inputs: Inputs, sample: str, retrain: bool, progress: "Progress"
         from .train import train_sample
 
         source, dataset, training = train_sample(sample, retrain=retrain, progress=progress)
-        return source, dataset, training, []
+        dataset, warnings = _limit(dataset, inputs.calibration_samples, inputs.heldout_samples)
+        return source, dataset, training, warnings
     from .data import generated_dataset, load_dataset
     from .sources.load import load_model, parse_input_shapes
 
@@ -58,9 +59,34 @@ def load_inputs(inputs: Inputs, sample: str, retrain: bool, progress: "Progress"
         dataset, warnings = load_dataset(
             inputs.data,
             source,
-            n_calibration=inputs.calibration_samples,
-            n_heldout=inputs.heldout_samples,
+            n_calibration=inputs.calibration_samples or DEFAULT_CALIBRATION,
+            n_heldout=inputs.heldout_samples or DEFAULT_HELDOUT,
             preprocess_file=inputs.preprocess,
             **inputs.preprocessing,
         )
     return source, dataset, None, warnings
+
+
+def _limit(dataset: Any, n_calibration: Optional[int], n_heldout: Optional[int]) -> Tuple[Any, List[str]]:
+    """The sample's own split, cut to --calibration-samples / --heldout-samples when they are given
+    (the first N of each: the split is already shuffled and stratified); asking for more says so."""
+    import dataclasses
+
+    warnings: List[str] = []
+    have_c, have_h = len(next(iter(dataset.calibration.values()))), dataset.n_heldout
+    c = min(n_calibration or have_c, have_c)
+    h = min(n_heldout or have_h, have_h)
+    for asked, have, what in ((n_calibration, have_c, "calibration"), (n_heldout, have_h, "held-out")):
+        if asked and asked > have:
+            warnings.append(f"the sample has {have} {what} samples; using all {have} (asked for {asked})")
+    if (c, h) == (have_c, have_h):
+        return dataset, warnings
+    labels = dataset.labels[:h] if dataset.labels is not None else None
+    origin = f"{dataset.origin}; first {h} held out for parity, {c} for calibration (--heldout-samples/--calibration-samples)"
+    return dataclasses.replace(
+        dataset,
+        calibration={k: v[:c] for k, v in dataset.calibration.items()},
+        heldout={k: v[:h] for k, v in dataset.heldout.items()},
+        labels=labels,
+        origin=origin,
+    ), warnings

@@ -1,9 +1,10 @@
 """ONNX -> quantized ONNX with onnxruntime.quantization (QDQ static int8, dynamic, fp16)."""
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 
@@ -14,6 +15,17 @@ from .sources import Dataset
 def _keep_int(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     return x if x.dtype.kind in "iub" else x.astype(np.float32)
+
+
+@contextlib.contextmanager
+def _tempdir(path: str) -> Iterator[None]:
+    """Python's default temporary folder set to ``path`` for the calls inside (the build is one thread)."""
+    saved = tempfile.tempdir
+    tempfile.tempdir = path
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved
 
 
 class _Reader:
@@ -52,7 +64,9 @@ def quantize_onnx(
         model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
         onnx.save(model, str(out_path))
         return ["float16 weights and activations, float32 I/O"]
-    with tempfile.TemporaryDirectory() as tmp:
+    # Scratch inside the bundle's partial folder, and onnxruntime's own ort.quant.* folders inside that:
+    # a killed build leaves them where the next build sweeps them, not in /tmp.
+    with tempfile.TemporaryDirectory(prefix=".quant-", dir=out_path.parent) as tmp, _tempdir(tmp):
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         if recipe == "dynamic":

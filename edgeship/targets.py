@@ -161,6 +161,28 @@ _IO_KEYS = {"input_dtype": str, "output_dtype": str}
 
 
 _BUDGET_KEYS = {**{m: (int, float) for m in BUDGET_METRICS}, "quantile": float, "top_k": int}
+# The range a budget threshold can take: a value outside it could never pass (or never fail), so
+# it is refused at load time rather than failing every artifact after a full build.
+_METRIC_RANGES = {
+    "max_abs": (0.0, None), "mean_abs": (0.0, None), "max_rel": (0.0, None), "quantile_abs": (0.0, None),
+    "cosine": (-1.0, 1.0), "snr_db": (-300.0, 300.0), "top1_agreement": (0.0, 1.0), "topk_agreement": (0.0, 1.0),
+    "accuracy": (0.0, 1.0), "accuracy_drop": (0.0, 1.0),
+}
+# Bounds of every count and time in a profile: a build must end (runs = 10**12 never would).
+LIMITS = {"threads": (1, 1024), "warmup": (0, 100_000), "runs": (1, 1_000_000), "top_k": (1, 100_000)}
+LATENCY_BUDGET_MS = (0.0, 3_600_000.0)  # (exclusive minimum, maximum): at most an hour per run
+
+
+def _check_number(origin: str, where: str, key: str, value: Any, lo: Optional[float], hi: Optional[float], lo_open: bool = False) -> None:
+    """A finite number within [lo, hi] (lo excluded when ``lo_open``), else one line naming the key."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"{origin}: {where}{key} must be a finite number, got {value}")
+    low_bad = lo is not None and (value <= lo if lo_open else value < lo)
+    if low_bad or (hi is not None and value > hi):
+        rng = f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        raise UsageError(f"{origin}: {where}{key} must be in {rng}, got {value}")
 
 
 def _budget_table(where: str, table: Dict[str, Any], origin: str) -> Dict[str, Any]:
@@ -168,8 +190,13 @@ def _budget_table(where: str, table: Dict[str, Any], origin: str) -> Dict[str, A
     table = dict(table)
     per_output = table.pop("outputs", {})
     _check_table(where, table, _BUDGET_KEYS, origin)
-    if "quantile" in table and not 0.0 < table["quantile"] <= 1.0:
-        raise UsageError(f"{origin}: {where}.quantile must be in (0, 1], got {table['quantile']}")
+    if "quantile" in table:
+        _check_number(origin, f"{where}.", "quantile", table["quantile"], 0.0, 1.0, lo_open=True)
+    if "top_k" in table:
+        _check_number(origin, f"{where}.", "top_k", table["top_k"], *LIMITS["top_k"])
+    for metric, (lo, hi) in _METRIC_RANGES.items():
+        if metric in table:
+            _check_number(origin, f"{where}.", metric, table[metric], lo, hi)
     out: Dict[str, Any] = {k: (int(v) if k == "top_k" else float(v)) for k, v in table.items()}
     if per_output:
         if not isinstance(per_output, dict) or not all(isinstance(t, dict) for t in per_output.values()):
@@ -245,6 +272,8 @@ def _read_toml(path: Path) -> Dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError:  # a binary file given as a profile
+        raise UsageError(f"{path}: not valid TOML: not UTF-8 text (a binary file?)") from None
     except OSError as e:
         raise UsageError(f"cannot read target profile {path}: {e.strerror}") from None
 
@@ -362,11 +391,11 @@ def _validate(raw: Dict[str, Any], origin: str) -> TargetProfile:
 
     rt = raw.get("runtime", {})
     _check_table("[runtime]", rt, _RUNTIME_KEYS, origin)
-    if rt.get("threads") is not None and rt["threads"] < 1:
-        raise UsageError(f"{origin}: runtime.threads must be at least 1, got {rt['threads']}")
-    for k in ("warmup", "runs"):
-        if k in rt and rt[k] < (0 if k == "warmup" else 1):
-            raise UsageError(f"{origin}: runtime.{k} must be at least {0 if k == 'warmup' else 1}, got {rt[k]}")
+    for k in ("threads", "warmup", "runs"):
+        if rt.get(k) is not None:
+            _check_number(origin, "runtime.", k, rt[k], *LIMITS[k])
+    if raw.get("latency_budget_ms") is not None:
+        _check_number(origin, "", "latency_budget_ms", raw["latency_budget_ms"], *LATENCY_BUDGET_MS, lo_open=True)
     for p in rt.get("onnx_providers", []):
         if p not in ONNX_PROVIDERS:
             raise UsageError(

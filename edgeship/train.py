@@ -95,14 +95,15 @@ def train_sample(
     ds, train = sample_dataset(mod)
     model_path = entry / "model.keras"
     metrics_path = entry / "metrics.json"
-    if model_path.is_file() and metrics_path.is_file() and not retrain:
-        model = keras.models.load_model(model_path, compile=False)
-        metrics = json.loads(metrics_path.read_text())
+    cached = None if retrain else _load_cached(entry, progress)
+    if cached is not None:
+        model, metrics = cached
         metrics["cached"] = True
     else:
         model, metrics = _fit(mod, train, ds, progress)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=_ensure(entry.parent)))
         model.save(tmp / "model.keras")
+        metrics["model_sha256"] = sha256_file(tmp / "model.keras")  # a cache entry is trusted only with this hash
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         if entry.exists():
             shutil.rmtree(entry)
@@ -120,6 +121,32 @@ def train_sample(
         test_accuracy=metrics["test_accuracy"],
     )
     return src, ds, metrics
+
+
+def _load_cached(entry: Path, progress: Progress) -> Optional[Tuple[Any, Dict[str, Any]]]:
+    """(model, metrics) of a cache entry whose model.keras still has the hash recorded when it was
+    trained; None (train again) when anything is missing, unreadable or swapped."""
+    import keras
+
+    model_path, metrics_path = entry / "model.keras", entry / "metrics.json"
+    if not (model_path.is_file() and metrics_path.is_file()):
+        return None
+    why = None
+    try:
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        if not isinstance(metrics, dict) or not isinstance(metrics.get("test_accuracy"), float) or not isinstance(metrics.get("model_sha256"), str):
+            why = "its metrics.json is malformed or predates verified caches"
+        elif sha256_file(model_path) != metrics["model_sha256"]:
+            why = "model.keras does not have the hash recorded when it was trained (changed or corrupted)"
+    except (OSError, ValueError) as e:
+        why = f"metrics.json is unreadable ({type(e).__name__})"
+    if why is None:
+        try:
+            return keras.models.load_model(model_path, compile=False, safe_mode=True), metrics
+        except Exception as e:  # noqa: BLE001 - a cache entry that does not load is retrained, whatever the error
+            why = f"model.keras does not load ({type(e).__name__})"
+    progress.warn(f"cached sample model in {entry} not used: {why}; training it again")
+    return None
 
 
 def _ensure(p: Path) -> Path:

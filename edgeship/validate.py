@@ -23,9 +23,9 @@ LABELS_KEY = "__labels__"
 
 def load_npz(path: Path) -> Dict[str, np.ndarray]:
     try:
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, KeyError) as e:
         raise UsageError(f"cannot read {path}: {e} (expected a .npz of arrays named like the model inputs)") from None
 
 
@@ -49,6 +49,7 @@ def load_reference(path: Path) -> Tuple[Optional[Source], Any]:
     if path.suffix in (".onnx", ".tflite"):
         from .runner.runners import open_runner
 
+        refuse_unsafe(path, path.suffix.lstrip("."), "reference model")
         runner = open_runner(str(path))
         return None, runner.run
     raise UsageError(f"unsupported reference model {path}: expected .keras, .h5, .onnx or .tflite")
@@ -87,6 +88,9 @@ def generated_inputs(infos: List[Any], n: int = 64, seed: int = 0, highs: Option
     """Inputs that respect each input's dtype and range: a quantized input's representable float
     range, integers within their type and below ``highs[name]`` (token ids inside the reference's
     Embedding vocabulary), floats in [0, 1). Returns (feed, description)."""
+    from .data import check_generated_size
+
+    check_generated_size(infos, n)
     rng = np.random.default_rng(seed)
     feed, how = {}, []
     for t in infos:
@@ -115,6 +119,16 @@ def _recipe_of(path: Path) -> str:
     return m.group(1) if m else "fp32"
 
 
+def refuse_unsafe(path: Path, fmt: str, what: str = "artifact", opts: Optional[Dict[str, Any]] = None) -> None:
+    """Open and run ``path`` once in a child process first: a file that crashes or hangs the
+    runtime is refused here (exit 2) instead of taking this process down."""
+    from .runner.probe import probe_model
+
+    why = probe_model(str(path), fmt, opts)
+    if why:
+        raise UsageError(f"{what} {path}: {why}")
+
+
 def _run(path: Path, fmt: str, feed: Dict[str, np.ndarray], target: Data) -> Dict[str, np.ndarray]:
     import os
 
@@ -123,6 +137,7 @@ def _run(path: Path, fmt: str, feed: Dict[str, np.ndarray], target: Data) -> Dic
     rt = target.get("runtime", {})
     opts: Dict[str, Any] = {"use_xnnpack": rt.get("xnnpack", True)} if fmt == "tflite" else {"providers": rt.get("onnx_providers")}
     threads = max(1, min(rt.get("threads") or os.cpu_count() or 1, os.cpu_count() or 1))
+    refuse_unsafe(path, fmt, opts=opts)
     return open_runner(str(path), fmt, threads=threads, **opts).run(feed)
 
 
@@ -201,7 +216,10 @@ def validate_bundle(
             raise UsageError(f"{path} is missing from the bundle (rebuild it, or copy the whole folder)")
         out = _run(path, a["format"], feed, target)
         budget = target.get("budgets", {}).get(a["recipe"], {})
-        p = compare(a["path"], ref, out, budget, labels=labels, inputs_from=(manifest.get("parity_inputs") or {}).get("origin", "the bundle's parity inputs"))
+        try:
+            p = compare(a["path"], ref, out, budget, labels=labels, inputs_from=(manifest.get("parity_inputs") or {}).get("origin", "the bundle's parity inputs"))
+        except ValueError as e:  # outputs that do not match the reference, a budget for an unknown output
+            raise UsageError(f"{bundle}: {a['path']}: {e}") from None
         a["parity"] = p.to_dict()
         if explain:
             try:
@@ -238,12 +256,21 @@ def validate_artifact(
         raise UsageError("validating a single artifact needs the model it came from: pass --reference model.keras (or .onnx/.tflite)")
     profile = load_target(target)
     recipe = recipe or _recipe_of(path)
+    refuse_unsafe(path, fmt)
     runner = open_runner(str(path), fmt)
     notes: List[str] = []
     labels = None
     if inputs is not None:
+        from .data import check_input_values, check_labels
+
         feed = load_npz(Path(inputs))
         labels = feed.pop(LABELS_KEY, None)
+        if not feed:
+            raise UsageError(f"{inputs} holds no input arrays")
+        for k, v in feed.items():  # checked, kept as given (the runner converts to each input's type)
+            check_input_values(f"{inputs}: array '{k}'", v)
+        if labels is not None:
+            labels = check_labels(f"{inputs}: {LABELS_KEY}", labels, None)
         origin = f"user data: {inputs} ({len(next(iter(feed.values())))} samples)"
     source, run_ref = load_reference(Path(reference))
     if inputs is None:

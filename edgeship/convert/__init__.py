@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from ..errors import ConversionError, UsageError
+from ..errors import DISK_FULL_HINT, ConversionError, DiskFull, UsageError, disk_full
 from ..quiet import captured_native_output
 from ..sources import Dataset, Source, sha256_file
 from ..targets import ArtifactSpec, TargetProfile
@@ -92,6 +92,8 @@ def convert(
     except (UsageError, ConversionError, Skipped):
         raise
     except Exception as e:
+        if disk_full(e) or any("No space left on device" in line for line in log):
+            raise DiskFull(f"converting {source.name} to {spec.key}: {DISK_FULL_HINT}") from None
         first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
         raise ConversionError(f"converting {source.name} to {spec.key} failed: {first}") from e
     try:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import CheckFailed, DeviceError, EdgeshipError, UsageError
 from ..runner.bundlefmt import MANIFEST, PARITY_INPUTS, PARITY_REFERENCE, RUNNER_FILE, SIGNATURE
+from ..runner.probe import crashed, signal_name
 from ..sources import sha256_file
 from .base import Device, tail
 
@@ -174,6 +175,12 @@ def stage(device: Device, files: Dict[str, Path], info: Dict[str, Any], timeout:
 
 def run_runner(device: Device, info: Dict[str, Any], remote_bundle: str, args: List[str], timeout: float, ok=(0,)) -> Dict[str, Any]:
     r = device.run([device.python, f"{remote_bundle}/{RUNNER_FILE}", *args], timeout=timeout)
+    if crashed(r.returncode) and r.returncode not in ok:
+        said = tail(r.stderr or r.stdout)
+        raise DeviceError(
+            f"{device.label}: runner {args[0]} crashed (killed by {signal_name(r.returncode)})"
+            + ("" if said == "(no output)" else f": {said}"),
+        )
     if r.returncode not in ok:
         what = "runtime missing" if r.returncode == 4 else "failed"
         raise DeviceError(f"{device.label}: runner {args[0]} {what}: {tail(r.stderr or r.stdout)}", exit_code=4 if r.returncode != 1 else 1)
@@ -208,7 +215,10 @@ def judge(bundle: Path, manifest: Dict[str, Any], art: Dict[str, Any], outputs: 
     reference = load_npz(inside(bundle, PARITY_REFERENCE, "file"))
     inputs = load_npz(inside(bundle, PARITY_INPUTS, "file"))
     budget = manifest["target"].get("budgets", {}).get(art["recipe"], {})
-    result = compare(art["path"], reference, outputs, budget, labels=inputs.get("__labels__"), inputs_from="the bundle's parity inputs, run on the device")
+    try:
+        result = compare(art["path"], reference, outputs, budget, labels=inputs.get("__labels__"), inputs_from="the bundle's parity inputs, run on the device")
+    except ValueError as e:  # device outputs that do not match the reference, a budget for an unknown output
+        raise UsageError(f"{bundle}: {art['path']}: {e}") from None
     vs_host = against_host(inside(bundle, f"parity/host_{art['path']}.npz", "file"), outputs)
     return {
         "parity": result.to_dict(), "passed": result.passed, "failures": result.failures,
@@ -256,7 +266,7 @@ def deploy_one(
     try:
         log(f"{device.label}: copying {len(files)} files to {work}")
         rb = stage(device, files, info, opts.timeout)
-        check = run_runner(device, info, rb, ["check", rb], 300, ok=(0, 4))
+        check = run_runner(device, info, rb, ["check", rb], 300, ok=(0, 1, 4))
         can = {a["artifact"]: a for a in check.get("artifacts", [])}
         runnable = [a for a in arts if can.get(a["path"], {}).get("can_run")]
         section: Dict[str, Any] = {
@@ -454,7 +464,7 @@ def device_check(device: Device, bundle: Optional[Path] = None, remote_dir: Opti
             tmp = Path(tempfile.mkdtemp(prefix="edgeship-runner-"))
             files = {RUNNER_FILE: write_runner(tmp / RUNNER_FILE)}
         rb = stage(device, files, info, 300)
-        return run_runner(device, info, rb, ["check"] + ([rb] if bundle is not None else []), 300, ok=(0, 4))
+        return run_runner(device, info, rb, ["check"] + ([rb] if bundle is not None else []), 300, ok=(0, 1, 4))
     finally:
         if info:
             device.remove(info["workdir"])

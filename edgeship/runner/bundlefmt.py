@@ -135,9 +135,9 @@ def check_manifest(manifest: Any, folder: str, name: str = MANIFEST) -> Dict[str
     budgets = _field(target, "budgets", dict, f"{where}: target", required=False) or {}
     if not all(isinstance(v, dict) for v in budgets.values()):
         raise BundleError(f"{where}: target.budgets must map recipes to objects")
-    for key in ("preprocessing", "parity_inputs", "model"):
-        _field(manifest, key, dict, where, required=False)
-    _field(manifest, "class_names", list, where, required=False)
+    for key in ("preprocessing", "parity_inputs", "model"):  # null: a build from tensors has no preprocessing
+        _field(manifest, key, (dict, type(None)), where, required=False)
+    _field(manifest, "class_names", (list, type(None)), where, required=False)
     return manifest
 
 

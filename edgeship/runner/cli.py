@@ -177,6 +177,29 @@ def device_facts(where: str = ".") -> Dict[str, Any]:
 
 
 UPGRADE = {"tflite": "python3 -m pip install -U ai-edge-litert", "onnx": "python3 -m pip install -U onnxruntime"}
+# Errors that mean "this runtime is older than the file" (an op or opset it does not know): only
+# these get the upgrade line; a damaged file gets "damaged", never advice to upgrade.
+TOO_OLD = ("didn't find op for builtin opcode", "op builtin_code out of range", "is not a registered function/op",
+           "unsupported model ir version", "opset", "not implemented", "could not find an implementation")
+
+
+def probe(items: List[Any], manifest: Dict[str, Any]) -> List[Optional[str]]:
+    """Open and run each (path, format) once in a child process: why one cannot run (a crash is named
+    with its signal), or None. Where no child can start, None (the caller opens it in-process)."""
+    from .probe import no_child, probe_models
+
+    found = probe_models([(path, fmt, runner_options(manifest, fmt)) for path, fmt in items])
+    return [None if no_child(w) else w for w in found]
+
+
+def refuse_crashing(manifest: Dict[str, Any], arts: List[Dict[str, Any]], paths: List[str]) -> None:
+    """Refuse (exit 1) before running anything when a verified artifact crashes, hangs or fails the runtime.
+    A format whose runtime is not installed is left to the open that follows (exit 4, with the pip line)."""
+    have = {fmt: runtime_status(fmt)["available"] for fmt in {a["format"] for a in arts}}
+    pairs = [(a, p) for a, p in zip(arts, paths) if have[a["format"]]]
+    for (a, _), why in zip(pairs, probe([(p, a["format"]) for a, p in pairs], manifest)):
+        if why:
+            raise RunnerError(f"refusing {a['path']}: {why}", EXIT_FAILED)
 
 
 def artifact_runnable(bundle: Optional[str], manifest: Dict[str, Any], status: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -185,6 +208,16 @@ def artifact_runnable(bundle: Optional[str], manifest: Dict[str, Any], status: D
     from .runners import open_runner
 
     out = []
+    verified: Dict[str, str] = {}
+    for a in manifest["artifacts"]:
+        if not (bundle and status[a["format"]]["available"]):
+            continue
+        try:
+            if os.path.isfile(bundlefmt.contained(bundle, a["file"], "artifact file")):
+                verified[a["path"]] = verify_artifact(bundle, manifest, a)
+        except (RunnerError, BundleError):
+            pass  # reported below
+    crashes = dict(zip(verified, probe([(p, next(x["format"] for x in manifest["artifacts"] if x["path"] == k)) for k, p in verified.items()], manifest)))
     for a in manifest["artifacts"]:
         st = status[a["format"]]
         e: Dict[str, Any] = {"artifact": a["path"], "format": a["format"], "required": a.get("required", True), "can_run": False, "opened": False, "install": None, "reason": None}
@@ -195,15 +228,27 @@ def artifact_runnable(bundle: Optional[str], manifest: Dict[str, Any], status: D
         if not bundle or not os.path.isfile(bundlefmt.contained(bundle, a["file"], "artifact file")):
             e["can_run"] = True  # the runtime is here; the file was not copied (e.g. device check)
             continue
+        why = crashes.get(a["path"])
+        if why:  # crashed, hung or failed the runtime in a child process: never opened here
+            old = any(k in why.lower() for k in TOO_OLD) and "crashed" not in why and "did not finish" not in why
+            e.update(
+                reason=f"{st['runtime']} {st['version']}: {why}" if old else f"refused: {why}" + (" (the file is damaged; rebuild the bundle)" if "cannot open it" in why else ""),
+                install=UPGRADE[a["format"]] if old else None,
+                refused=not old,
+            )
+            continue
         try:
             path = verify_artifact(bundle, manifest, a)
             open_runner(path, a["format"], threads=1, **runner_options(manifest, a["format"]))
             e.update(can_run=True, opened=True)
         except RunnerError as err:
             e.update(reason=str(err), refused=True)
-        except Exception as err:  # the runtime is there but cannot load this model (e.g. too old for an op)
+        except Exception as err:  # the runtime is there but cannot load this model
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            e.update(reason=f"{st['runtime']} {st['version']} cannot open it: {first}", install=UPGRADE[a["format"]])
+            if any(k in first.lower() for k in TOO_OLD):  # too old for an op or opset: upgrading helps
+                e.update(reason=f"{st['runtime']} {st['version']} cannot open it: {first}", install=UPGRADE[a["format"]])
+            else:  # the bytes match the manifest, so the build itself wrote a damaged file
+                e.update(reason=f"{st['runtime']} {st['version']} cannot open it: {first} (the file is damaged; rebuild the bundle)")
     return out
 
 
@@ -220,13 +265,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         report["artifacts"] = artifact_runnable(args.bundle, manifest, status)
         missing = [a for a in report["artifacts"] if not a["can_run"] and a["install"]]
         report["install"] = sorted({a["install"] for a in missing})
-        ok = all(a["can_run"] or not a["required"] for a in report["artifacts"])
-        if any(a.get("refused") and a["required"] for a in report["artifacts"]):
-            _emit(report, args.json)
-            return EXIT_FAILED  # a file refused (not as the manifest says) is a failed check, not a missing runtime
-    else:
-        report["install"] = sorted({st["install"] for st in status.values() if not st["available"]})
-        ok = any(st["available"] for st in status.values())
+        blocked = [a for a in report["artifacts"] if not a["can_run"] and a["required"]]
+        _emit(report, args.json)
+        if not blocked:
+            return EXIT_OK
+        # a runtime to install is 4; a file refused (tampered, damaged, crashing) is 1, as documented
+        code = EXIT_RUNTIME if all(a["install"] for a in blocked) else EXIT_FAILED
+        first = next(a for a in blocked if (code == EXIT_RUNTIME or not a["install"]))
+        more = f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""
+        print(f"error: {first['artifact']} cannot run here: {first['reason']}{more}", file=sys.stderr)
+        return code
+    report["install"] = sorted({st["install"] for st in status.values() if not st["available"]})
+    ok = any(st["available"] for st in status.values())
     _emit(report, args.json)
     return EXIT_OK if ok else EXIT_RUNTIME
 
@@ -278,6 +328,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     check_signature(args, manifest)
     arts = select(manifest, args.artifact)
     paths = [verify_artifact(args.bundle, manifest, a) for a in arts]  # refuse before running anything
+    refuse_crashing(manifest, arts, paths)
     feed = load_inputs(args.bundle, manifest)
     out_dir = args.out or os.path.join(args.bundle, "device")
     os.makedirs(out_dir, exist_ok=True)
@@ -307,6 +358,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     check_signature(args, manifest)
     arts = select(manifest, args.artifact)
     paths = [verify_artifact(args.bundle, manifest, a) for a in arts]
+    refuse_crashing(manifest, arts, paths)
     threads = args.threads or default_threads(manifest)
     feed = {k: v[:1] for k, v in load_inputs(args.bundle, manifest).items()}
     facts = device_facts(args.bundle)
@@ -364,6 +416,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise RunnerError(str(e), EXIT_RUNTIME) from None
     art = _predict_artifact(manifest, args.artifact)
     path = verify_artifact(args.bundle, manifest, art)
+    refuse_crashing(manifest, [art], [path])
     runner = open_runner(path, art["format"], threads=args.threads or default_threads(manifest), **runner_options(manifest, art["format"]))
     shape = (art.get("inputs") or [{}])[0].get("shape") or runner.inputs[0].shape
     names = manifest.get("class_names")
@@ -450,6 +503,21 @@ def _emit(obj: Dict[str, Any], as_json: Any) -> None:
     print(text)
 
 
+def bounded(kind: Any, lo: float, hi: float) -> Any:
+    """An argparse type: a finite ``kind`` number in [lo, hi] (a run must end: no 10**12 runs)."""
+
+    def parse(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if not (lo <= v <= hi):  # also false for NaN
+            raise argparse.ArgumentTypeError(f"{text} is not in [{lo:g}, {hi:g}]")
+        return v
+
+    return parse
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edgeship-runner",
@@ -485,18 +553,18 @@ def parser() -> argparse.ArgumentParser:
             common(sp)
         signing(sp)
         sp.add_argument("--artifact", action="append", help="only this artifact (file name or format:recipe); repeatable")
-        sp.add_argument("--threads", type=int, default=None, help="threads (default: the target profile's)")
+        sp.add_argument("--threads", type=bounded(int, 1, 1024), default=None, help="threads (default: the target profile's)")
         sp.set_defaults(func=func)
     bench = sub.choices["bench"]
-    bench.add_argument("--runs", type=int, default=100, help="timed runs (default 100)")
-    bench.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
-    bench.add_argument("--seconds", type=float, default=None, help="time budget: stop the timed runs after this many seconds")
+    bench.add_argument("--runs", type=bounded(int, 1, 1_000_000), default=100, help="timed runs (default 100)")
+    bench.add_argument("--warmup", type=bounded(int, 0, 100_000), default=10, help="untimed warm-up runs (default 10)")
+    bench.add_argument("--seconds", type=bounded(float, 0.001, 86_400), default=None, help="time budget: stop the timed runs after this many seconds")
     bench.add_argument("--no-samples", action="store_true", help="leave the per-run samples out of the JSON")
     sub.choices["parity"].add_argument("--out", default=None, help="folder for the outputs (default BUNDLE/device)")
     pred = sub.choices["predict"]
     pred.add_argument("--camera", type=int, default=None, metavar="N", help="read frames from camera N (OpenCV VideoCapture)")
-    pred.add_argument("--frames", type=int, default=None, help="stop after this many camera frames (default: until Ctrl-C)")
-    pred.add_argument("--top", type=int, default=3, help="how many classes to print (default 3)")
+    pred.add_argument("--frames", type=bounded(int, 1, 10**9), default=None, help="stop after this many camera frames (default: until Ctrl-C)")
+    pred.add_argument("--top", type=bounded(int, 1, 100_000), default=3, help="how many classes to print (default 3)")
     from .serve import add_parser
 
     add_parser(sub)

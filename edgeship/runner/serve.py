@@ -617,16 +617,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     """The `serve` subcommand's arguments (cli.py registers it)."""
+    from .cli import bounded  # every count and size has bounds, as in the other runner commands
+
     sp = sub.add_parser("serve", help="serve the model over HTTP with the Open Inference Protocol (KServe v2); needs uvicorn + starlette")
     sp.add_argument("bundle", nargs="?", default=None, help="bundle folder (default: the runner's own folder)")
     sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    sp.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    sp.add_argument("--port", type=bounded(int, 1, 65535), default=8000, help="TCP port (default 8000)")
     sp.add_argument("--artifact", action="append", help="serve this artifact (file name or format:recipe) instead of the shipped one")
-    sp.add_argument("--workers", type=int, default=None, help="interpreters in the pool (default: this device's cores)")
-    sp.add_argument("--threads", type=int, default=None, help="threads per interpreter (default: the profile's threads / workers)")
-    sp.add_argument("--batch-ms", type=float, default=0.0, help="dynamic batching: requests arriving within this many ms share one invoke (default 0: off)")
-    sp.add_argument("--max-batch", type=int, default=MAX_BATCH, help=f"largest batch one request or one shared invoke may hold (default {MAX_BATCH})")
-    sp.add_argument("--max-body-mb", type=float, default=MAX_BODY_MB, help=f"largest request body in MiB (default {MAX_BODY_MB:g})")
+    sp.add_argument("--workers", type=bounded(int, 1, 1024), default=None, help="interpreters in the pool (default: this device's cores)")
+    sp.add_argument("--threads", type=bounded(int, 1, 1024), default=None, help="threads per interpreter (default: the profile's threads / workers)")
+    sp.add_argument("--batch-ms", type=bounded(float, 0, 10_000), default=0.0, help="dynamic batching: requests arriving within this many ms share one invoke (default 0: off)")
+    sp.add_argument("--max-batch", type=bounded(int, 1, 100_000), default=MAX_BATCH, help=f"largest batch one request or one shared invoke may hold (default {MAX_BATCH})")
+    sp.add_argument("--max-body-mb", type=bounded(float, 0.001, 65_536), default=MAX_BODY_MB, help=f"largest request body in MiB (default {MAX_BODY_MB:g})")
     sp.add_argument("--token-file", default=None, help="require 'Authorization: Bearer TOKEN' with the token in this file (or set $EDGESHIP_SERVE_TOKEN)")
     sp.add_argument("--install-service", action="store_true", help="print a systemd unit that runs this serve command at boot (--yes installs and starts it)")
     sp.add_argument("--yes", action="store_true", help="with --install-service: write the unit and start it with systemctl")

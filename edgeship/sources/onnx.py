@@ -99,8 +99,12 @@ def load_onnx(path: Path, shapes: InputShapes, name: Optional[str] = None, kind:
 
 def open_reference(fixed: Path, original: Path) -> Any:
     """fp32 onnxruntime on the (shape-fixed) model: the reference for parity. Unsupported ops named."""
+    from ..runner.probe import probe_model
     from ..runner.runners import ONNXRunner
 
+    why = probe_model(str(fixed), "onnx")  # a crafted file crashes a child, not us
+    if why and "cannot open it" not in why:
+        raise UsageError(f"cannot load ONNX model {original}: {why}")
     try:
         return ONNXRunner(str(fixed))
     except Exception as e:

@@ -19,14 +19,23 @@ def load_tflite(path: Path) -> Source:
     head = Path(path).read_bytes()[:8]
     if len(head) < 8 or head[4:8] != b"TFL3":
         raise UsageError(f"cannot load TFLite model {path}: not a TFLite flatbuffer (no TFL3 identifier; is the file complete?)")
+    from ..runner.probe import probe_model
+
+    why = probe_model(str(path), "tflite", {"use_xnnpack": False})  # a crafted file crashes a child, not us
+    if why:  # a crash, a hang, or a file that fails on its first runs (which can crash the next one)
+        raise UsageError(f"cannot load TFLite model {path}: {why} (is the file complete?)")
     try:
         # Reference kernels without XNNPACK: the artifact's runs (with the profile's delegate) compare to it.
         runner = TFLiteRunner(str(path), use_xnnpack=False)
     except Exception as e:
         raise UsageError(f"cannot load TFLite model {path}: {first_line(e)} (is the file complete?)") from None
     interp = runner._interp
-    inputs = [_spec(d) for d in runner._in]
-    outputs = [_spec(d) for d in runner._out]
+    try:  # a damaged file can open and still hold garbage names or types
+        inputs = [_spec(d) for d in runner._in]
+        outputs = [_spec(d) for d in runner._out]
+        recipe = file_recipe(interp, runner._in)
+    except Exception as e:
+        raise UsageError(f"cannot load TFLite model {path}: {first_line(e)} (is the file complete?)") from None
     return Source(
         Path(path).stem,
         "tflite",
@@ -36,7 +45,7 @@ def load_tflite(path: Path) -> Source:
         outputs,
         model=runner,
         reference=runner.run,
-        recipe=file_recipe(interp, runner._in),
+        recipe=recipe,
         info={"reference_kernels": "TFLite builtin kernels, no delegate"},
     )
 
