@@ -18,7 +18,7 @@ import numpy as np
 
 from .convert import Artifact, Skipped, conversion_options, convert, plan
 from .data import generated_dataset  # noqa: F401  (moved to data.py; importable from here)
-from .errors import UsageError
+from .errors import EXIT_CONVERSION, ConversionError, EdgeshipError, UsageError
 from .parity import ParityResult, compare
 from .progress import Progress
 from .runner.latency import LatencyResult, measure
@@ -26,6 +26,20 @@ from .runner.runners import open_runner
 from .inputs import NO_DATA_WARNING, Inputs, load_inputs
 from .sources import Dataset, Source
 from .targets import ArtifactSpec, TargetProfile, load_target, load_targets
+
+
+@dataclass
+class FailedArtifact:
+    """An artifact the build tried and lost: reported with its reason, never shipped."""
+
+    key: str
+    filename: str
+    required: bool
+    reason: str
+    exit_code: int  # what the build exits with if no artifact of this format is built
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"key": self.key, "file": self.filename, "required": self.required, "reason": self.reason}
 
 
 @dataclass
@@ -41,6 +55,8 @@ class BuildResult:
     warnings: List[str] = field(default_factory=list)
     skipped: Dict[str, str] = field(default_factory=dict)  # artifact key -> why this target does not get it
     diagnosis: Dict[str, Any] = field(default_factory=dict)  # artifact key -> diagnose.LayerReport
+    # artifact key -> why it could not be built (converter raised, or the file does not run in its runtime)
+    failed: Dict[str, FailedArtifact] = field(default_factory=dict)
 
     def artifact_passed(self, a: Artifact) -> bool:
         return self.parity[a.key].passed and self.latency_ok(a)
@@ -52,7 +68,7 @@ class BuildResult:
 
     @property
     def failures(self) -> List[str]:
-        out = []
+        out = [f"{f.filename}: not built: {f.reason}" for f in self.failed.values() if f.required]
         for a in self.artifacts:
             if not a.required:
                 continue
@@ -192,7 +208,7 @@ def run_builds(
         out_dirs = [Path(out or "dist") / f"{source.name}-{p.name}" for p in profiles]
     with progress.task("reference outputs"):
         reference = source.predict(dataset.heldout)
-    shared: Dict[str, Artifact] = {}
+    shared: Dict[str, Any] = {}  # conversion key -> Artifact, or the exception it failed with
     staged: List[Tuple[BuildResult, Path, Path]] = []
     try:
         for profile, out_dir in zip(profiles, out_dirs):
@@ -215,7 +231,7 @@ def run_builds(
 
 
 def _build_target(
-    result: BuildResult, reference: Dict[str, np.ndarray], work: Path, shared: Dict[str, Artifact], runs: int, progress: Progress
+    result: BuildResult, reference: Dict[str, np.ndarray], work: Path, shared: Dict[str, Any], runs: int, progress: Progress
 ) -> None:
     """Fill ``work`` with one target's bundle: artifacts (converted or reused), parity, latency, reports."""
     from . import bundle
@@ -227,7 +243,8 @@ def _build_target(
         progress.note(f"{profile.name}: {', '.join(keys)} not built: {why}")
     (work / "artifacts").mkdir()
     outputs: Dict[str, Dict[str, np.ndarray]] = {}
-    for spec in plan(result.source, profile):
+    specs = plan(result.source, profile)
+    for spec in specs:
         try:
             art = _convert_or_reuse(result.source, spec, dataset, profile, work / "artifacts", shared, progress)
         except Skipped as e:  # this source cannot give this artifact (a TFLite file's other recipes, ...)
@@ -235,9 +252,20 @@ def _build_target(
             result.warnings.append(f"{spec.key} skipped: {e}")
             progress.warn(f"{profile.name}: {spec.key} skipped: {e}")
             continue
+        except Exception as e:  # one artifact lost never takes the others down
+            _fail(result, spec.key, spec.filename, spec.required, e, progress)
+            continue
+        try:
+            with progress.task(f"parity of {art.filename} for {profile.name} on {dataset.n_heldout} samples"):
+                result.parity[art.key], outputs[art.key] = check_parity(art, reference, dataset, profile)
+        except Exception as e:  # converted, but does not run in its runtime on real inputs
+            lost = ConversionError(f"{art.filename} does not run in its runtime: {_first_line(e)}")
+            _fail(result, art.key, art.filename, art.required, lost, progress)
+            shared[conversion_key(spec, profile)] = lost  # the next target would copy a file that is gone
+            art.path.unlink(missing_ok=True)
+            continue
         result.artifacts.append(art)
-        with progress.task(f"parity of {art.filename} for {profile.name} on {dataset.n_heldout} samples"):
-            result.parity[art.key], outputs[art.key] = check_parity(art, reference, dataset, profile)
+    _raise_if_a_required_format_is_lost(result, specs)
     if not result.artifacts:
         raise UsageError(
             f"no artifact of target {profile.name} can be built from this {result.source.kind} model: "
@@ -252,32 +280,78 @@ def _build_target(
             result.latency[art.key] = not_measured(art.filename, why)
             progress.note(f"{profile.name}: {art.filename} latency not measured: {why}")
             continue
-        with progress.task(f"timing {art.filename} ({n_runs} runs, {threads} threads)"):
-            result.latency[art.key] = measure(
-                str(art.path),
-                dataset.first(1),
-                fmt=art.format,
-                threads=threads,
-                warmup=profile.runtime.warmup,
-                runs=n_runs,
-                **runner_options(profile, art.format, accelerated=True),
-            )
+        try:
+            with progress.task(f"timing {art.filename} ({n_runs} runs, {threads} threads)"):
+                result.latency[art.key] = measure(
+                    str(art.path),
+                    dataset.first(1),
+                    fmt=art.format,
+                    threads=threads,
+                    warmup=profile.runtime.warmup,
+                    runs=n_runs,
+                    **runner_options(profile, art.format, accelerated=True),
+                )
+        except Exception as e:  # parity ran it; a timing failure must not lose the bundle
+            result.latency[art.key] = not_measured(art.filename, f"timing failed: {_first_line(e)}")
+            result.warnings.append(f"{art.filename} latency not measured: timing failed: {_first_line(e)}")
     bundle.write(work, result, reference, outputs)
 
 
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else type(e).__name__
+
+
+def _fail(result: BuildResult, key: str, filename: str, required: bool, e: Exception, progress: Progress) -> None:
+    """Record a lost artifact with its reason; EdgeshipErrors keep their exit code for the all-lost case."""
+    reason = str(e) if isinstance(e, EdgeshipError) else f"{type(e).__name__}: {_first_line(e)}"
+    code = e.exit_code if isinstance(e, EdgeshipError) else EXIT_CONVERSION
+    result.failed[key] = FailedArtifact(key, filename, required, reason, code)
+    progress.warn(f"{result.target.name}: {filename} not built: {reason}")
+    if not required:
+        result.warnings.append(f"{filename} (optional) not built: {reason}")
+
+
+def _raise_if_a_required_format_is_lost(result: BuildResult, specs: Sequence[ArtifactSpec]) -> None:
+    """Exit 3 (or 2 for ops with no kernel) only when no artifact of a required format was built."""
+    built = {a.format for a in result.artifacts}
+    for fmt in dict.fromkeys(s.format for s in specs if s.required):
+        lost = [f for f in result.failed.values() if f.key.split(":")[0] == fmt]
+        if fmt in built or not lost:
+            continue
+        first = lost[0]
+        others = "; ".join(f"{f.key}: {f.reason}" for f in lost[1:])
+        raise EdgeshipError(  # the first reason as it was raised: it names the op and the fix
+            first.reason + (f" (no other {fmt} artifact was built either: {others})" if others else ""),
+            exit_code=first.exit_code,
+        )
+
+
+def conversion_key(spec: ArtifactSpec, profile: TargetProfile) -> str:
+    """Two targets with equal keys get the same file (converted once per build)."""
+    return json.dumps([spec.format, spec.recipe, conversion_options(spec, profile)], sort_keys=True)
+
+
 def _convert_or_reuse(
-    source: Source, spec: ArtifactSpec, dataset: Dataset, profile: TargetProfile, dest: Path, shared: Dict[str, Artifact], progress: Progress
+    source: Source, spec: ArtifactSpec, dataset: Dataset, profile: TargetProfile, dest: Path, shared: Dict[str, Any], progress: Progress
 ) -> Artifact:
     """Convert ``spec``, or copy the file an earlier target of this build already converted the same way."""
-    key = json.dumps([spec.format, spec.recipe, conversion_options(spec, profile)], sort_keys=True)
+    key = conversion_key(spec, profile)
     prev = shared.get(key)
+    if isinstance(prev, BaseException):  # an earlier target's identical conversion failed: same reason, no retry
+        raise prev
     if prev is not None:
         path = dest / spec.filename
         shutil.copy2(prev.path, path)
         progress.note(f"{profile.name}: {spec.key} is the same file as {prev.options['converted_for']}'s, reused")
         return dataclasses.replace(prev, path=path, required=spec.required, notes=list(prev.notes), options=dict(prev.options))
-    with progress.task(f"converting {spec.key}" + (" (calibrating)" if "int8" in spec.recipe else "")):
-        art = convert(source, spec, dataset, profile, dest)
+    try:
+        with progress.task(f"converting {spec.key}" + (" (calibrating)" if "int8" in spec.recipe else "")):
+            art = convert(source, spec, dataset, profile, dest)
+    except Exception as e:
+        if not isinstance(e, Skipped):
+            shared[key] = e
+        raise
     art.options["converted_for"] = profile.name
     shared[key] = art
     return art

@@ -95,6 +95,7 @@ def report_data(result: "BuildResult") -> Dict[str, Any]:
         "artifacts": arts,
         "warnings": result.warnings,
         "skipped": result.skipped,
+        "failed_artifacts": [f.to_dict() for f in result.failed.values()],
         "passed": result.passed,
         "failures": result.failures,
     }

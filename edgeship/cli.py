@@ -22,6 +22,7 @@ Exit codes:
   2  bad input: arguments, target profile, model file or data
   3  a converter could not produce an artifact
   4  a device or runtime is missing or unreachable
+  70 internal error (a bug): one line names the stage and the log file with the traceback
   130 interrupted"""
 
 
@@ -32,9 +33,14 @@ def _quiet_tensorflow() -> None:
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgeship")
-def cli() -> None:
+@click.option("--debug", is_flag=True, help="On an internal error, show the traceback here (also EDGESHIP_DEBUG=1); accepted after the command, too.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
     """Quantize, convert, validate and bundle a model for an edge device."""
+    from .runner.internal_error import set_stage
+
     _quiet_tensorflow()
+    set_stage(ctx.invoked_subcommand or "edgeship")
 
 
 @cli.command()
@@ -64,8 +70,12 @@ def build(target: str, sample: str, out: Optional[str], runs: Optional[int], ret
         _print_summary(result)
     failed = [r for r in results if not r.passed]
     if failed:
+        lost = sum(1 for r in failed for f in r.failed.values() if f.required)
+        checks = sum(len(r.failures) for r in failed) - lost
+        what = [f"{checks} budget check(s) failed for required artifacts"] if checks else []
+        what += [f"{lost} required artifact(s) could not be built"] if lost else []
         raise EdgeshipError(
-            f"{sum(len(r.failures) for r in failed)} budget check(s) failed for required artifacts; see "
+            " and ".join(what) + "; see "
             + ", ".join(f"{r.bundle}/report.md" for r in failed),
             exit_code=1,
         )
@@ -216,9 +226,17 @@ cli.add_command(_compare)
 
 
 def main(argv: Optional[list] = None) -> None:
-    """Entry point: EdgeshipErrors become one line on stderr and their exit code, never a traceback."""
+    """Entry point: EdgeshipErrors become one line on stderr and their exit code, never a traceback.
+
+    Anything else is a bug: one ``error: internal error in <stage>: ...`` line with the log file
+    of its traceback, exit 70 (``--debug`` / ``EDGESHIP_DEBUG=1`` show the traceback here).
+    """
+    from .runner.internal_error import debug_requested, pop_debug_flag, report
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = pop_debug_flag(args) or debug_requested()
     try:
-        cli.main(args=argv, prog_name="edgeship", standalone_mode=False)
+        cli.main(args=args, prog_name="edgeship", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
@@ -233,6 +251,8 @@ def main(argv: Optional[list] = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted: no bundle was written", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except Exception as e:  # a bug: one line and a log file, never a traceback on stderr
+        sys.exit(report(e, "edgeship", debug))
     sys.exit(0)
 
 

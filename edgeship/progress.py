@@ -20,10 +20,19 @@ class Progress:
 
     @contextlib.contextmanager
     def task(self, description: str, total: Optional[int] = None) -> Iterator[Callable[..., None]]:
-        """Yield ``advance(n=1, detail='')``; prints the step and its duration when done."""
-        if not self.enabled:
-            yield lambda n=1, detail="": None
-            return
+        """Yield ``advance(n=1, detail='')``; prints the step and its duration when done.
+
+        The step is also the stage an internal error names (enabled or not).
+        """
+        from .runner.internal_error import stage
+
+        with stage(description):
+            if not self.enabled:
+                yield lambda n=1, detail="": None
+                return
+            yield from self._task(description, total)
+
+    def _task(self, description: str, total: Optional[int]) -> Iterator[Callable[..., None]]:
         t0 = time.perf_counter()
         if self._live:
             from rich.progress import BarColumn, Progress as RichProgress, SpinnerColumn, TextColumn, TimeElapsedColumn

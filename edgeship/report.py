@@ -102,6 +102,15 @@ def _md_layers(data: Data) -> List[str]:
     return lines
 
 
+def _md_not_built(data: Data) -> List[str]:
+    lost = data.get("failed_artifacts") or []
+    if not lost:
+        return []
+    return ["### Artifacts that could not be built", ""] + [
+        f"- `{f['file']}` ({'required' if f['required'] else 'optional'}): {f['reason']}" for f in lost
+    ]
+
+
 def _md_failures(data: Data) -> List[str]:
     return ["### What failed", ""] + [f"- {f}" for f in data["failures"]] if data["failures"] else []
 
@@ -113,7 +122,7 @@ def _md_warnings(data: Data) -> List[str]:
 # report.md is these sections in order, blank line between; add a section by appending a
 # function of the report data that returns its lines ([] when it has nothing to say).
 MD_SECTIONS: List[Callable[[Data], List[str]]] = [
-    _md_summary, _md_host, _md_layers, _md_failures, _md_warnings, lambda data: devices_md(data)
+    _md_summary, _md_not_built, _md_host, _md_layers, _md_failures, _md_warnings, lambda data: devices_md(data)
 ]
 
 
@@ -136,6 +145,9 @@ def _check_message(c: Data) -> str:
 def junit_cases(data: Data) -> List[Dict[str, Any]]:
     """One case per artifact x check (every output has a NaN/Inf check), so CI shows parity as tests."""
     cases = []
+    for f in data.get("failed_artifacts") or []:  # a lost artifact is a failed test, not a missing one
+        msg = f"not built: {f['reason']}"
+        cases.append({"classname": f"edgeship.{data['target']['name']}.{f['file']}", "name": "build", "failure": msg, "required": f["required"]})
     for a in data["artifacts"]:
         cls = f"edgeship.{data['target']['name']}.{a['path']}"
         for c in a["parity"]["checks"]:

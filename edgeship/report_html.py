@@ -261,6 +261,15 @@ def _layer_tables(data: Data) -> str:
 
 def _notes(data: Data) -> str:
     parts = []
+    if data.get("failed_artifacts"):
+        parts.append(
+            "<h2>Artifacts that could not be built</h2><ul>"
+            + "".join(
+                f"<li><code>{_e(f['file'])}</code> ({'required' if f['required'] else 'optional'}): {_e(f['reason'])}</li>"
+                for f in data["failed_artifacts"]
+            )
+            + "</ul>"
+        )
     if data.get("failures"):
         parts.append("<h2>What failed</h2><ul>" + "".join(f"<li>{_e(f)}</li>" for f in data["failures"]) + "</ul>")
     if data.get("warnings"):

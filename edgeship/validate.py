@@ -288,7 +288,7 @@ def validate_artifact(
 
 def _finish(data: Data) -> None:
     """Recompute the overall verdict from the artifacts (latency stays as the build measured it)."""
-    failures = []
+    failures = [f"{f['file']}: not built: {f['reason']}" for f in data.get("failed_artifacts") or [] if f["required"]]
     for a in data["artifacts"]:
         if a["required"]:
             failures += [f"{a['path']}: {m}" for m in a["parity"]["failures"]]

@@ -38,9 +38,7 @@ def _export(source: Source, path: Path) -> None:
         import tf2onnx
 
         fn, spec = tf_function(source)
-        model, _ = tf2onnx.convert.from_function(
-            fn, input_signature=spec, opset=OPSET, output_path=str(path),
-        )
+        model = _from_function(fn, spec, path)
         _check_standard_ops(model)
         return
     if source.kind == "tflite":
@@ -49,6 +47,32 @@ def _export(source: Source, path: Path) -> None:
             "build ONNX from the original model instead"
         )
     raise UsageError(f"ONNX conversion from a {source.kind} model is not supported")
+
+
+def _from_function(fn: Any, spec: list, path: Path) -> Any:
+    """tf2onnx's ``convert.from_function`` (pinned 1.17), except that only the signature's own tensors
+    become graph inputs.
+
+    tf2onnx takes every non-resource input of the concrete function as a model input, captured
+    constants included: Keras 3 keeps a Normalization layer's mean and variance (EfficientNet,
+    preprocessing inside a model) as captured tensors, which then turned into extra ONNX inputs
+    (``.../normalization/Sub/y:0``) that no feed has. Freezing inlines them as constants.
+    """
+    import tensorflow as tf
+    from tf2onnx import convert as tc, tf_loader
+
+    concrete = fn.get_concrete_function(*spec)
+    args = [t for t in concrete.inputs if t.dtype != tf.dtypes.resource][: len(spec)]  # captures come after the arguments
+    input_names = [t.name for t in args]
+    output_names = [t.name for t in concrete.outputs if t.dtype != tf.dtypes.resource]
+    renames = tc.tensor_names_from_structed(concrete, input_names, output_names)
+    with tf.device("/cpu:0"):
+        frozen = tf_loader.from_function(concrete, input_names, output_names)
+        model, _ = tc._convert_common(
+            frozen, name=concrete.name, continue_on_error=True, opset=OPSET, input_names=input_names,
+            output_names=output_names, tensors_to_rename=renames, output_path=str(path),
+        )
+    return model
 
 
 QDQ_MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (the axis attribute) need opset 13

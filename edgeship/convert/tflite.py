@@ -54,7 +54,45 @@ def frozen_converter(source: Source) -> Tuple[Any, Any]:
     return tf.lite.TFLiteConverter.from_concrete_functions([frozen]), frozen
 
 
+BATCH_ONE_NOTE = (
+    "input batch fixed to 1: TFLite lowers recurrent layers (LSTM, GRU) to its fused kernels only with a "
+    "static batch (a dynamic one leaves TensorList ops it has no kernel for)"
+)
+
+
 def convert(source: Source, recipe: str, path: Path, dataset: Optional[Dataset], profile: TargetProfile) -> List[str]:
+    try:
+        return _convert(source, recipe, path, dataset, profile)
+    except (UnsupportedOps, ConversionError) as e:
+        fixed = _batch_one(source)
+        if "TensorList" not in str(e) or fixed is None:
+            raise
+    if RECIPES[recipe].needs_calibration:  # measured: TF 2.21's calibrator segfaults on fused LSTM/GRU kernels
+        raise ConversionError(
+            f"{source.name} cannot be converted to TFLite {recipe}: its recurrent layers{_recurrent_layers(source)} become "
+            "fused LSTM/GRU kernels that TFLite's int8 calibrator cannot quantize (it crashes); use the fp32, fp16 or "
+            "dynamic TFLite artifact, or the ONNX int8 one"
+        )
+    return _convert(fixed, recipe, path, dataset, profile) + [BATCH_ONE_NOTE]
+
+
+def _recurrent_layers(source: Source) -> str:
+    layers = getattr(source.model, "layers", None) or []
+    names = [f"{type(layer).__name__} '{layer.name}'" for layer in layers if type(layer).__name__ in ("LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional")]
+    return f" ({', '.join(names[:5])})" if names else ""
+
+
+def _batch_one(source: Source) -> Optional[Source]:
+    """The same Keras/SavedModel source with a batch of 1 where the batch was dynamic, or None."""
+    import dataclasses
+
+    if source.kind not in TF_KINDS or not any(i.shape and i.shape[0] is None for i in source.inputs):
+        return None
+    inputs = [dataclasses.replace(i, shape=[1, *i.shape[1:]]) if i.shape and i.shape[0] is None else i for i in source.inputs]
+    return dataclasses.replace(source, inputs=inputs)
+
+
+def _convert(source: Source, recipe: str, path: Path, dataset: Optional[Dataset], profile: TargetProfile) -> List[str]:
     import tensorflow as tf
 
     if source.kind == "tflite":

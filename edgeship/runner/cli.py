@@ -1,7 +1,7 @@
 """The on-device runner's command line: check, parity, bench, predict, serve.
 
 Runs from the bundle as ``python3 edgeship-runner.pyz COMMAND [BUNDLE]``; needs Python 3.9+,
-NumPy and one runtime. Exit codes: 0 ok, 1 a check failed, 2 bad input, 4 runtime missing.
+NumPy and one runtime. Exit codes: 0 ok, 1 a check failed, 2 bad input, 4 runtime missing, 70 internal error.
 """
 from __future__ import annotations
 
@@ -406,7 +406,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edgeship-runner",
         description="Run an edgeship bundle's models on this device (Python 3.9+, NumPy and one runtime).",
-        epilog="exit codes: 0 ok, 1 a check failed or a file was refused, 2 bad input, 4 runtime missing",
+        epilog="exit codes: 0 ok, 1 a check failed or a file was refused, 2 bad input, 4 runtime missing, "
+        "70 internal error (the line names the log file with the traceback; --debug or EDGESHIP_DEBUG=1 show it here)",
     )
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -459,7 +460,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if sys.version_info < (3, 9):
         print(f"error: the runner needs Python 3.9 or newer; this is {platform.python_version()}", file=sys.stderr)
         return EXIT_RUNTIME
+    from .internal_error import debug_requested, pop_debug_flag, report, set_stage
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = pop_debug_flag(argv) or debug_requested()
     args = parser().parse_args(argv)
+    set_stage(args.command)
     if args.bundle is None and (args.command != "check" or os.path.isfile(os.path.join(default_bundle(), "manifest.json"))):
         args.bundle = default_bundle()
     try:
@@ -475,14 +481,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # a runtime's own error: one line, not a traceback
+    except Exception as e:  # one line, never a traceback
         from .runners import RuntimeMissing
 
         if isinstance(e, RuntimeMissing):
             print(f"error: {e}", file=sys.stderr)
             return EXIT_RUNTIME
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        return EXIT_FAILED
+        return report(e, "edgeship-runner", debug)  # a bug: the line names the log file with the traceback
 
 
 if __name__ == "__main__":

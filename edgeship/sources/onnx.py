@@ -21,7 +21,10 @@ def load_onnx(path: Path, shapes: InputShapes, name: Optional[str] = None, kind:
     import onnx
 
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
+        external = _load_external_data(model, Path(path))
+    except UsageError:
+        raise
     except Exception as e:
         raise UsageError(f"cannot load ONNX model {path}: {first_line(e)} (is the file complete and an ONNX model?)") from None
     try:
@@ -67,7 +70,7 @@ def load_onnx(path: Path, shapes: InputShapes, name: Optional[str] = None, kind:
         elem = vi.type.tensor_type.elem_type
         inputs.append(TensorSpec(vi.name, dims, _ONNX_DTYPES.get(elem, "float32")))
     fixed = Path(path)
-    if changed:
+    if changed or external:  # artifacts are copies of one self-contained file: external weights are inlined
         for o in model.graph.output:  # let shape inference recompute them from the fixed inputs
             o.type.tensor_type.ClearField("shape")
         del model.graph.value_info[:]
@@ -110,6 +113,33 @@ def open_reference(fixed: Path, original: Path) -> Any:
             raise UsageError(f"{original}: op {m.group(1)} is not a standard ONNX op and onnxruntime has no kernel for it; replace that layer or export it with standard ONNX ops") from None
         detail = re.sub(r"^.*?Load model from \S+ failed:(\S+:\d+ )?", "", first_line(e, 600))
         raise UsageError(f"onnxruntime cannot open {original}: {detail[:300]}") from None
+
+
+MAX_INLINE = 1 << 31  # protobuf's limit for one ONNX file
+
+
+def _load_external_data(model: Any, path: Path) -> bool:
+    """Read the weights a model keeps in external files (``onnx.save(..., save_as_external_data=True)``)
+    into it; each file must lie inside the model's folder. True when there were any."""
+    from onnx import external_data_helper as edh
+
+    tensors = [t for t in edh._get_all_tensors(model) if edh.uses_external_data(t)]
+    if not tensors:
+        return False
+    base = path.resolve().parent
+    total = 0
+    for t in tensors:
+        info = {e.key: e.value for e in t.external_data}
+        loc = (base / info.get("location", "")).resolve()
+        if base not in loc.parents:
+            raise UsageError(f"{path}: tensor '{t.name}' keeps its data in {info.get('location')!r}, outside the model's folder; refusing it")
+        if not loc.is_file():
+            raise UsageError(f"{path}: tensor '{t.name}' keeps its data in {info.get('location')!r}, which is missing: copy it beside the model")
+        total += int(info.get("length", 0) or 0)
+    if total >= MAX_INLINE:
+        raise UsageError(f"{path}: {total / (1 << 30):.1f} GB of external weights; models over 2 GB are not supported")
+    edh.load_external_data_for_model(model, str(base))
+    return True
 
 
 def _show(dims: List[Optional[int]]) -> str:
