@@ -87,9 +87,13 @@ def tflite_debugger(source: Any, dataset: Any, inputs: Dict[str, np.ndarray], sa
 
     from .convert.tflite import converter_for, representative
 
+    from .convert.calibration import fingerprint, memo_for, shared
+
     conv = converter_for(source)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = representative(source, dataset)
+    # As the int8 recipe converts, so the graph matches and its calibration (kept by the build) is reused.
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
     feed = _samples(inputs, samples)
     order = [i.name for i in source.inputs]
 
@@ -97,7 +101,8 @@ def tflite_debugger(source: Any, dataset: Any, inputs: Dict[str, np.ndarray], sa
         for s in feed:
             yield [s[name] if name in s else next(iter(s.values())) for name in order]
 
-    return tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=debug_dataset)
+    with shared(memo_for(source), fingerprint(dataset.calibration)):
+        return tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=debug_dataset)
 
 
 def report_from_debugger(debugger: Any, artifact: str, samples: int) -> LayerReport:
