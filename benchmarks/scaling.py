@@ -135,8 +135,12 @@ def run_measured(cmd: List[str]) -> Tuple[float, float, int]:
     return wall, peak / 2**20, proc.returncode
 
 
-def build_cmd(model: str, target: str, out: Path, runs: int) -> List[str]:
-    cmd = [sys.executable, "-m", "edgeship", "build", "--target", target, "--out", str(out), "--runs", str(runs), "-q"]
+CHECKOUTS: List[Tuple[str, str]] = []  # (label, folder): --compare-with adds an older checkout
+
+
+def build_cmd(model: str, target: str, out: Path, runs: int, checkout: str = "") -> List[str]:
+    pre = ["env", f"PYTHONPATH={checkout}"] if checkout else []
+    cmd = pre + [sys.executable, "-m", "edgeship", "build", "--target", target, "--out", str(out), "--runs", str(runs), "-q"]
     return cmd + ([] if model == "sample" else ["--model", model])
 
 
@@ -156,6 +160,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20, help="timed latency runs per artifact")
     ap.add_argument("--no-ratios", action="store_true")
     ap.add_argument("--no-sizes", action="store_true")
+    ap.add_argument("--compare-with", default="", metavar="DIR",
+                    help="another edgeship checkout (e.g. `git archive main`): each build runs with it too, interleaved")
     args = ap.parse_args()
     from edgeship.bundle import host_facts
 
@@ -168,15 +174,17 @@ def main() -> None:
         t = Path(tmp)
         (t / "tight.toml").write_text(TIGHT)
         if not args.no_sizes:
-            print(f"{'model':<12} {'profile':<12} {'exit':>4} {'wall s':>7} {'peak MiB':>9}  stages (s, largest first)")
+            checkouts = [("", "this")] + ([(args.compare_with, "other")] if args.compare_with else [])
+            print(f"{'model':<12} {'profile':<12} {'code':<6} {'exit':>4} {'wall s':>7} {'peak MiB':>9}  stages (s, largest first)")
             for name in names:
                 model = "sample" if name == "sample" else str(paths[name])
                 for prof in ("arm64", str(t / "tight.toml")):
-                    out = t / f"{name}-{Path(prof).stem}"
-                    wall, peak, code = run_measured(build_cmd(model, prof, out, args.runs))
-                    label = "arm64" if prof == "arm64" else "arm64-tight"
-                    print(f"{name:<12} {label:<12} {code:>4} {wall:>7.1f} {peak:>9.0f}  {stages(out)}", flush=True)
-                    shutil.rmtree(out, ignore_errors=True)
+                    for checkout, which in checkouts:  # interleaved: the same load for both
+                        out = t / f"{name}-{Path(prof).stem}"
+                        wall, peak, code = run_measured(build_cmd(model, prof, out, args.runs, checkout))
+                        label = "arm64" if prof == "arm64" else "arm64-tight"
+                        print(f"{name:<12} {label:<12} {which:<6} {code:>4} {wall:>7.1f} {peak:>9.0f}  {stages(out)}", flush=True)
+                        shutil.rmtree(out, ignore_errors=True)
         if args.no_ratios:
             return
         sample, calib = sample_model(t)
