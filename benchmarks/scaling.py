@@ -150,7 +150,12 @@ def stages(bundle: Path) -> str:
     except (OSError, KeyError, ValueError):
         return "no report"
     top = sorted(b["by_stage"].items(), key=lambda kv: -kv[1])
-    return ", ".join(f"{k} {v:.1f}" for k, v in top)
+    out = ", ".join(f"{k} {v:.1f}" for k, v in top)
+    peaks = [s for s in b["steps"] if "peak_rss_mb" in s]
+    if peaks:
+        worst = max(peaks, key=lambda s: s["peak_rss_mb"])
+        out += f"; largest step peak: {worst['step']} {worst['peak_rss_mb']:.0f} MiB"
+    return out
 
 
 def main() -> None:

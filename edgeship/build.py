@@ -226,7 +226,8 @@ def run_builds(
     ``sign_key`` (an OpenSSH private key) signs each manifest before it is published.
     """
     progress = progress or Progress(enabled=False)
-    stages, memory = Stages(), PeakMemory()
+    memory = PeakMemory()
+    stages = Stages(memory)
     try:
         return _run_builds(targets, model, out, sample, retrain, runs, progress, loaded, inputs, sign_key, stages, memory)
     finally:

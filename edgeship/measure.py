@@ -58,6 +58,7 @@ class PeakMemory:
     def __init__(self, interval: float = 0.1) -> None:
         self.interval = interval
         self.sampled = 0
+        self.window = 0  # the largest sample since the last mark()
         self._stop = threading.Event()
         self._proc = os.path.isdir("/proc/self/task")
         self._thread = threading.Thread(target=self._run, name="edgeship-peak-memory", daemon=True)
@@ -66,8 +67,19 @@ class PeakMemory:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.sampled = max(self.sampled, tree_rss())
+            now = tree_rss()
+            self.sampled = max(self.sampled, now)
+            self.window = max(self.window, now)
             self._stop.wait(self.interval)
+
+    def mark(self) -> None:
+        """Start a new window: since_mark() is then the peak of one step."""
+        self.window = tree_rss() if self._proc else 0
+
+    def since_mark(self) -> int:
+        if self._proc:
+            self.window = max(self.window, tree_rss())
+        return self.window
 
     def stop(self) -> None:
         self._stop.set()
@@ -91,24 +103,48 @@ class PeakMemory:
         }
 
 
+def release_memory() -> None:
+    """Collect cycles (TensorFlow graphs hold many) and return freed heap pages to the OS.
+
+    Converters allocate and free model-sized buffers; glibc keeps freed ones in its arenas, so
+    without malloc_trim each conversion's garbage stays resident and the peak grows step by step.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
 class Stages:
     """Wall time of each step of a build, in order, with the kind of work it was."""
 
     KINDS = ("load", "reference", "convert", "parity", "diagnosis", "timing", "bundle")
 
-    def __init__(self) -> None:
+    def __init__(self, memory: Optional[PeakMemory] = None) -> None:
         self.t0 = time.perf_counter()
         self.steps: List[Dict[str, Any]] = []
+        self.memory = memory
 
     @contextlib.contextmanager
     def time(self, kind: str, step: str, target: Optional[str] = None) -> Iterator[None]:
+        """Time one step; with a memory sampler, also its own peak, and hand freed heap back after it."""
         t = time.perf_counter()
+        if self.memory is not None:
+            self.memory.mark()
         try:
             yield
         finally:
-            entry = {"stage": kind, "step": step, "seconds": round(time.perf_counter() - t, 3)}
+            entry: Dict[str, Any] = {"stage": kind, "step": step, "seconds": round(time.perf_counter() - t, 3)}
             if target:
                 entry["target"] = target
+            if self.memory is not None:
+                entry["peak_rss_mb"] = round(self.memory.since_mark() / 2**20, 1)
+                if kind in ("convert", "diagnosis", "reference"):
+                    release_memory()
             self.steps.append(entry)
 
     def wall(self) -> float:
