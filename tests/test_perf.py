@@ -21,6 +21,7 @@ def test_report_json_has_stage_times_and_peak_memory(arm64_build):
     assert arm64_build.build_info()["by_stage"]["bundle"] > 0  # written after the report it times: summary only
     assert sum(b["by_stage"].values()) <= b["wall_seconds"] + 0.01
     assert {s["stage"] for s in b["steps"]} >= {"convert", "parity", "timing"}
+    assert all(0 < s["peak_rss_mb"] <= b["peak_memory"]["peak_rss_mb"] for s in b["steps"])
     # a TensorFlow process with models loaded holds hundreds of MB; the figure is a real measurement
     assert 200 < b["peak_memory"]["peak_rss_mb"] < 64 * 1024
     assert "Build: " in (arm64_build.bundle / "report.md").read_text()
