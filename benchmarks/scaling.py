@@ -196,6 +196,8 @@ def main() -> None:
         script = t / "handwritten.py"
         script.write_text(HANDWRITTEN)
         times: Dict[str, List[float]] = {"edgeship arm64": [], "hand-written": [], "edgeship all": []}
+        if args.compare_with:
+            times.update({"other arm64": [], "other all": []})
         subprocess.run(build_cmd("sample", "arm64", t / "warm", args.runs), capture_output=True)  # warm caches
         shutil.rmtree(t / "warm", ignore_errors=True)
         for _ in range(args.reps):  # interleaved: load changes hit all three alike
@@ -203,7 +205,10 @@ def main() -> None:
                 ("edgeship arm64", build_cmd("sample", "arm64", t / "a", args.runs)),
                 ("hand-written", [sys.executable, str(script), str(sample), str(t / "h"), str(calib)]),
                 ("edgeship all", build_cmd("sample", "all", t / "all", args.runs)),
-            ):
+            ) + ((
+                ("other arm64", build_cmd("sample", "arm64", t / "a", args.runs, args.compare_with)),
+                ("other all", build_cmd("sample", "all", t / "all", args.runs, args.compare_with)),
+            ) if args.compare_with else ()):
                 (t / "h").mkdir(exist_ok=True)
                 wall, _, code = run_measured(cmd)
                 times[what].append(wall)
@@ -215,6 +220,9 @@ def main() -> None:
             print(f"  {k:<16} {med[k]:6.2f} s  ({', '.join(f'{x:.2f}' for x in v)})")
         print(f"  edgeship arm64 / hand-written script: {med['edgeship arm64'] / med['hand-written']:.2f}x")
         print(f"  --target all / --target arm64: {med['edgeship all'] / med['edgeship arm64']:.2f}x")
+        if args.compare_with:
+            print(f"  other checkout: arm64 / hand-written {med['other arm64'] / med['hand-written']:.2f}x, "
+                  f"all / arm64 {med['other all'] / med['other arm64']:.2f}x")
 
 
 if __name__ == "__main__":

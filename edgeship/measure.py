@@ -103,6 +103,9 @@ class PeakMemory:
         }
 
 
+RELEASE_ABOVE = 256 << 20  # bytes a step must have grown the process tree by to be worth a gc + trim
+
+
 def release_memory() -> None:
     """Collect cycles (TensorFlow graphs hold many) and return freed heap pages to the OS.
 
@@ -133,8 +136,10 @@ class Stages:
     def time(self, kind: str, step: str, target: Optional[str] = None) -> Iterator[None]:
         """Time one step; with a memory sampler, also its own peak, and hand freed heap back after it."""
         t = time.perf_counter()
+        start = 0
         if self.memory is not None:
             self.memory.mark()
+            start = self.memory.window
         try:
             yield
         finally:
@@ -142,9 +147,10 @@ class Stages:
             if target:
                 entry["target"] = target
             if self.memory is not None:
-                entry["peak_rss_mb"] = round(self.memory.since_mark() / 2**20, 1)
-                if kind in ("convert", "diagnosis", "reference"):
-                    release_memory()
+                peak = self.memory.since_mark()
+                entry["peak_rss_mb"] = round(peak / 2**20, 1)
+                if kind in ("convert", "diagnosis", "reference") and peak - start > RELEASE_ABOVE:
+                    release_memory()  # only after steps that grew the heap: a full gc costs ~0.1 s with TF loaded
             self.steps.append(entry)
 
     def wall(self) -> float:
