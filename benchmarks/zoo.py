@@ -60,17 +60,18 @@ def main() -> None:
           f"models made/cached in {t_make:.1f} s\n")
     codes = collections.Counter()
     built = lost = skipped = passed = 0
-    total = 0.0
+    total = cpu = 0.0
     violations = []
-    print(f"| model | exit | s | target | artifact | result | parity | p50 ms | size |")
+    print(f"| model | exit | wall s (cpu s) | target | artifact | result | parity | p50 ms | size |")
     print("|---|---:|---:|---|---|---|---|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for n in names:
             b = zoo.build(n, Path(tmp) / n, env=env)
             total += b.seconds
+            cpu += b.cpu_seconds
             codes[b.returncode] += 1
             violations += [f"{n}: {v}" for v in zoo.contract_violations(b)]
-            head = f"| {n} | {b.returncode} | {b.seconds:.1f} |"
+            head = f"| {n} | {b.returncode} | {b.seconds:.1f} ({b.cpu_seconds:.1f}) |"
             if not b.reports:
                 line = next((ln for ln in b.stderr.splitlines() if ln.startswith("error:")), b.stderr.strip()[-200:])
                 print(f"{head} both | – | {line[:220]} | | | |")
@@ -94,7 +95,8 @@ def main() -> None:
     print(
         f"\ntotals: {len(names)} models; exit codes {dict(sorted(codes.items()))}; artifacts built {built} "
         f"({passed} within budget), not built {lost}, skipped {skipped}; "
-        f"builds took {total:.0f} s in all ({total / max(1, len(names)):.1f} s per model, both targets)"
+        f"builds took {total:.0f} s wall in all ({total / max(1, len(names)):.1f} s per model, both targets), "
+        f"{cpu:.0f} s of CPU (user + system: about the wall time on an idle machine; more than one core only in the conversion libraries' threads)"
     )
     print("contract: " + ("kept by every model" if not violations else "BROKEN: " + "; ".join(violations)))
 

@@ -181,17 +181,17 @@ def subclassed_savedmodel(d: Path) -> List[str]:
     return ["--model", "saved"]
 
 
-@zoo("mobilenet_v2", "keras", "keras.applications.MobileNetV2, alpha 0.35, 96 px, weights=None")
+@zoo("mobilenet_v2", "keras", "keras.applications.MobileNetV2, alpha 0.35, 64 px, weights=None")
 def mobilenet_v2(d: Path) -> List[str]:
     keras = _keras()
-    keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, weights=None, classes=10).save(d / "model.keras")
+    keras.applications.MobileNetV2(input_shape=(64, 64, 3), alpha=0.35, weights=None, classes=10).save(d / "model.keras")
     return ["--model", "model.keras"]
 
 
-@zoo("efficientnet_b0", "keras", "keras.applications.EfficientNetB0, 64 px, weights=None (Rescaling + Normalization inside)")
+@zoo("efficientnet_b0", "keras", "keras.applications.EfficientNetB0, 32 px, weights=None (Rescaling + Normalization inside)")
 def efficientnet_b0(d: Path) -> List[str]:
     keras = _keras()
-    keras.applications.EfficientNetB0(input_shape=(64, 64, 3), weights=None, classes=10).save(d / "model.keras")
+    keras.applications.EfficientNetB0(input_shape=(32, 32, 3), weights=None, classes=10).save(d / "model.keras")
     return ["--model", "model.keras"]
 
 
@@ -486,18 +486,18 @@ def _torch_nets(d: Path):  # type: ignore[no-untyped-def]
     return zoo_nets
 
 
-@zoo("torch_mobilenet_v3_small", "torch", "torchvision's mobilenet_v3_small (plain torch), 64 px, random weights, --weights state_dict")
+@zoo("torch_mobilenet_v3_small", "torch", "torchvision's mobilenet_v3_small (plain torch), 32 px, random weights, --weights state_dict")
 def torch_mobilenet_v3_small(d: Path) -> List[str]:
     import torch
 
     torch.save(_torch_nets(d).mobilenet_v3_small().state_dict(), d / "weights.pt")
-    return ["--model", "zoo_nets:mobilenet_v3_small", "--weights", "weights.pt", "--input-shape", "input:1x3x64x64"]
+    return ["--model", "zoo_nets:mobilenet_v3_small", "--weights", "weights.pt", "--input-shape", "input:1x3x32x32"]
 
 
-@zoo("torch_resnet18", "torch", "torchvision's resnet18 (plain torch), 64 px, random weights")
+@zoo("torch_resnet18", "torch", "torchvision's resnet18 (plain torch), 32 px, random weights")
 def torch_resnet18(d: Path) -> List[str]:
     _torch_nets(d)
-    return ["--model", "zoo_nets:resnet18", "--input-shape", "input:1x3x64x64"]
+    return ["--model", "zoo_nets:resnet18", "--input-shape", "input:1x3x32x32"]
 
 
 @zoo("torch_any_size", "torch", "fully convolutional module (dynamic height and width), built at 40x56")
@@ -527,24 +527,24 @@ def onnx_opset13_dynamic(d: Path) -> List[str]:
     return ["--model", "model.onnx", "--input-shape", "input:1x3x32x32"]
 
 
-@zoo("onnx_opset17_dynamic", "onnx", "torch export at opset 17 of mobilenet_v3_small, dynamic batch")
+@zoo("onnx_opset17_dynamic", "onnx", "torch export at opset 17, dynamic batch, height and width (NCHW)")
 def onnx_opset17_dynamic(d: Path) -> List[str]:
     import torch
 
-    net = _torch_nets(d).mobilenet_v3_small()
-    _export(d, net, torch.zeros(1, 3, 64, 64), "model.onnx", 17, {"input": {0: "n"}, "output": {0: "n"}})
-    return ["--model", "model.onnx"]
+    net = _torch_nets(d).any_size()
+    _export(d, net, torch.zeros(1, 3, 32, 32), "model.onnx", 17, {"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n"}})
+    return ["--model", "model.onnx", "--input-shape", "input:1x3x48x40"]
 
 
-@zoo("onnx_external_data", "onnx", "resnet18 saved with its weights in an external data file")
+@zoo("onnx_external_data", "onnx", "a CNN saved with its weights in an external data file")
 def onnx_external_data(d: Path) -> List[str]:
     import onnx
     import torch
 
-    tmp = _export(d, _torch_nets(d).resnet18(), torch.zeros(1, 3, 32, 32), "tmp.onnx", 17, {"input": {0: "n"}, "output": {0: "n"}})
+    tmp = _export(d, _torch_nets(d).any_size(), torch.zeros(1, 3, 32, 32), "tmp.onnx", 17, {"input": {0: "n"}, "output": {0: "n"}})
     model = onnx.load(str(tmp))
     tmp.unlink()
-    onnx.save_model(model, str(d / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=1024)
+    onnx.save_model(model, str(d / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=256)
     assert (d / "model.onnx.data").is_file()
     return ["--model", "model.onnx"]
 

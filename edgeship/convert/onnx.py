@@ -49,6 +49,31 @@ def _export(source: Source, path: Path) -> None:
     raise UsageError(f"ONNX conversion from a {source.kind} model is not supported")
 
 
+_ERFC: List[bool] = []
+
+
+def _register_erfc() -> None:
+    """tf2onnx 1.17 has no handler for Erfc, which exact GELU (keras.activations.gelu, every
+    Transformer MLP) lowers to in TF 2.21: map it to 1 - Erf(x) (Erf is standard ONNX since opset 9)."""
+    if _ERFC:
+        return
+    import numpy as np
+    from tf2onnx import utils
+    from tf2onnx.handler import tf_op
+
+    class Erfc:
+        @classmethod
+        def version_9(cls, ctx: Any, node: Any, **kwargs: Any) -> None:
+            x = node.input[0]
+            erf = ctx.make_node("Erf", [x], op_name_scope=node.name)
+            one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.array(1, utils.map_onnx_to_numpy_type(ctx.get_dtype(x))))
+            node.type = "Sub"
+            ctx.replace_inputs(node, [one.output[0], erf.output[0]])
+
+    tf_op("Erfc")(Erfc)
+    _ERFC.append(True)
+
+
 def _from_function(fn: Any, spec: list, path: Path) -> Any:
     """tf2onnx's ``convert.from_function`` (pinned 1.17), except that only the signature's own tensors
     become graph inputs.
@@ -61,6 +86,7 @@ def _from_function(fn: Any, spec: list, path: Path) -> Any:
     import tensorflow as tf
     from tf2onnx import convert as tc, tf_loader
 
+    _register_erfc()
     concrete = fn.get_concrete_function(*spec)
     args = [t for t in concrete.inputs if t.dtype != tf.dtypes.resource][: len(spec)]  # captures come after the arguments
     input_names = [t.name for t in args]
