@@ -163,6 +163,7 @@ def main() -> None:
     ap.add_argument("--models", default="sample,mobilenetv2,resnet50,resnet101")
     ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions for the ratios")
     ap.add_argument("--runs", type=int, default=20, help="timed latency runs per artifact")
+    ap.add_argument("--profiles", default="arm64,tight", help="arm64 (as shipped), tight (int8 budget missed: diagnosis)")
     ap.add_argument("--no-ratios", action="store_true")
     ap.add_argument("--no-sizes", action="store_true")
     ap.add_argument("--compare-with", default="", metavar="DIR",
@@ -183,7 +184,8 @@ def main() -> None:
             print(f"{'model':<12} {'profile':<12} {'code':<6} {'exit':>4} {'wall s':>7} {'peak MiB':>9}  stages (s, largest first)")
             for name in names:
                 model = "sample" if name == "sample" else str(paths[name])
-                for prof in ("arm64", str(t / "tight.toml")):
+                profiles = {"arm64": "arm64", "tight": str(t / "tight.toml")}
+                for prof in [profiles[p.strip()] for p in args.profiles.split(",")]:
                     for checkout, which in checkouts:  # interleaved: the same load for both
                         out = t / f"{name}-{Path(prof).stem}"
                         wall, peak, code = run_measured(build_cmd(model, prof, out, args.runs, checkout))

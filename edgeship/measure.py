@@ -164,9 +164,9 @@ class Stages:
 
 
 def breakdown(build: Dict[str, Any], top: int = 4) -> str:
-    """'12.3 s (convert 6.1 s, parity 2.0 s, ...), peak memory 1.4 GB' from report.json's "build"."""
+    """"12.3 s (convert 6.1 s, parity 2.0 s, ...), peak memory 1.40 GiB (process tree)" from report.json's "build"."""
     by = sorted(build.get("by_stage", {}).items(), key=lambda kv: -kv[1])[:top]
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in by)
     peak = build.get("peak_memory", {}).get("peak_rss_mb")
-    mem = f", peak memory {peak / 1024:.2f} GB (process tree)" if peak is not None else ""
+    mem = f", peak memory {peak / 1024:.2f} GiB (process tree)" if peak is not None else ""
     return f"{build.get('wall_seconds', 0):.1f} s" + (f" ({stages})" if stages else "") + mem
