@@ -26,6 +26,7 @@ from .progress import Progress
 from .runner.latency import LatencyResult, measure
 from .runner.runners import open_runner
 from .inputs import NO_DATA_WARNING, Inputs, load_inputs
+from .measure import PeakMemory, Stages
 from .sources import Dataset, Source
 from .targets import ArtifactSpec, TargetProfile, load_target, load_targets
 
@@ -59,6 +60,27 @@ class BuildResult:
     diagnosis: Dict[str, Any] = field(default_factory=dict)  # artifact key -> diagnose.LayerReport
     # artifact key -> why it could not be built (converter raised, or the file does not run in its runtime)
     failed: Dict[str, FailedArtifact] = field(default_factory=dict)
+    stages: Optional[Stages] = None  # the whole build's step times (shared by its targets)
+    memory: Optional[PeakMemory] = None  # the whole build's process-tree memory sampler
+    reused: Dict[str, str] = field(default_factory=dict)  # artifact key -> which work was taken from an earlier target
+
+    def build_info(self) -> Dict[str, Any]:
+        """report.json's "build": wall time so far, per-stage totals, this target's steps, peak memory."""
+        if self.stages is None:
+            return {}
+        name = self.target.name
+        steps = [s for s in self.stages.steps if s.get("target") in (None, name)]
+        info: Dict[str, Any] = {
+            "wall_seconds": round(self.stages.wall(), 2),
+            "wall_note": "from the start of the build to the writing of this report (a multi-target build's "
+            "shared steps, loading and reference outputs, are listed in every bundle)",
+            "by_stage": self.stages.totals(steps),
+            "steps": steps,
+            "reused": dict(self.reused),
+        }
+        if self.memory is not None:
+            info["peak_memory"] = self.memory.to_dict()
+        return info
 
     def artifact_passed(self, a: Artifact) -> bool:
         return self.parity[a.key].passed and self.latency_ok(a)
@@ -109,16 +131,21 @@ def runner_options(profile: TargetProfile, fmt: str, accelerated: bool = False) 
     return {"providers": profile.runtime.onnx_providers}
 
 
-def check_parity(
-    artifact: Artifact, reference: Dict[str, np.ndarray], dataset: Dataset, profile: TargetProfile
-) -> tuple[ParityResult, Dict[str, np.ndarray]]:
+def heldout_outputs(artifact: Artifact, dataset: Dataset, profile: TargetProfile) -> Dict[str, np.ndarray]:
+    """The artifact's outputs on the held-out set, in its runtime with the profile's options (in batches)."""
     from .accelerators import missing
 
     accelerated = missing(profile, artifact.format) is None
     runner = open_runner(
         str(artifact.path), artifact.format, threads=host_threads(profile), **runner_options(profile, artifact.format, accelerated)
     )
-    outputs = runner.run(dataset.heldout)
+    return runner.run(dataset.heldout)
+
+
+def check_parity(
+    artifact: Artifact, reference: Dict[str, np.ndarray], dataset: Dataset, profile: TargetProfile
+) -> tuple[ParityResult, Dict[str, np.ndarray]]:
+    outputs = heldout_outputs(artifact, dataset, profile)
     result = compare(
         artifact.filename,
         reference,
@@ -130,29 +157,32 @@ def check_parity(
     return result, outputs
 
 
-def explain_failures(result: BuildResult, artifacts_dir: Path, progress: Progress, done: Optional[Dict[str, Any]] = None) -> None:
+def explain_failures(
+    result: BuildResult, artifacts_dir: Path, progress: Progress, shared: Optional[Dict[str, Any]] = None
+) -> None:
     """Per-layer diagnosis of every calibrated (int8) artifact that missed its budget.
 
-    ``done`` (artifact sha256 -> report) carries diagnoses across the targets of one build: the
-    same file on the same held-out inputs gives the same diagnosis, so it is computed once.
+    ``shared`` holds the diagnoses of earlier targets of this build: the same bytes are diagnosed once.
     """
     from .diagnose import diagnose
     from .recipes import RECIPES
 
+    shared = {} if shared is None else shared
     fp32 = next((a.path for a in result.artifacts if a.format == "onnx" and a.recipe == "fp32"), None)
     for art in result.artifacts:
         if result.parity[art.key].passed or not RECIPES[art.recipe].needs_calibration:
             continue
-        if done is not None and art.sha256 in done:
-            result.diagnosis[art.key] = done[art.sha256]
+        key = "diagnosis:" + json.dumps([art.sha256, art.format], sort_keys=True)
+        if key in shared:
+            result.diagnosis[art.key] = dataclasses.replace(shared[key][1], artifact=art.filename)
+            result.reused[art.key] = ", ".join(filter(None, [result.reused.get(art.key), f"diagnosis from {shared[key][0]}"]))
             continue
         with progress.task(f"per-layer diagnosis of {art.filename}"):
             try:
                 result.diagnosis[art.key] = diagnose(
                     art.format, art.path, result.dataset.heldout, result.source, result.dataset, float_onnx=fp32
                 )
-                if done is not None:
-                    done[art.sha256] = result.diagnosis[art.key]
+                shared[key] = (result.target.name, result.diagnosis[art.key])
             except Exception as e:  # the diagnosis explains a failure; it must not hide it
                 msg = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
                 result.warnings.append(f"per-layer diagnosis of {art.filename} failed: {msg}")
@@ -197,9 +227,31 @@ def run_builds(
     All bundles are published together at the end: a failure leaves none of them half-written.
     ``sign_key`` (an OpenSSH private key) signs each manifest before it is published.
     """
+    progress = progress or Progress(enabled=False)
+    memory = PeakMemory()
+    stages = Stages(memory)
+    try:
+        return _run_builds(targets, model, out, sample, retrain, runs, progress, loaded, inputs, sign_key, stages, memory)
+    finally:
+        memory.stop()
+
+
+def _run_builds(
+    targets: Union[str, Sequence[str]],
+    model: Optional[str],
+    out: Optional[str],
+    sample: str,
+    retrain: bool,
+    runs: int,
+    progress: Progress,
+    loaded: Optional[SourceBundle],
+    inputs: Optional[Inputs],
+    sign_key: Optional[str],
+    stages: Stages,
+    memory: PeakMemory,
+) -> List[BuildResult]:
     from . import bundle
 
-    progress = progress or Progress(enabled=False)
     if sign_key and not Path(sign_key).expanduser().is_file():
         raise UsageError(f"--sign-key {sign_key} not found (an OpenSSH private key, e.g. ~/.ssh/id_ed25519)")
     profiles = load_targets(targets)  # every profile validated before any work
@@ -207,7 +259,8 @@ def run_builds(
         source, dataset, training = loaded
         warnings = [NO_DATA_WARNING] if dataset.generated else []
     else:
-        source, dataset, training, warnings = load_inputs(inputs or Inputs(model=model), sample, retrain, progress)
+        with stages.time("load", "loading the model and data"):
+            source, dataset, training, warnings = load_inputs(inputs or Inputs(model=model), sample, retrain, progress)
     check_budget_outputs(profiles, [o.name for o in source.outputs])
     if training:
         how = "cached" if training.get("cached") else f"trained in {training['train_seconds']} s"
@@ -218,13 +271,15 @@ def run_builds(
         out_dirs = [Path(out)]
     else:
         out_dirs = [Path(out or "dist") / f"{source.name}-{p.name}" for p in profiles]
-    with progress.task("reference outputs"):
+    with progress.task("reference outputs"), stages.time("reference", "reference outputs"):
         reference = source.predict(dataset.heldout)
     shared: Dict[str, Any] = {}  # conversion key -> Artifact, or the exception it failed with
     staged: List[Tuple[BuildResult, Path, Path]] = []
     try:
         for profile, out_dir in zip(profiles, out_dirs):
-            result = BuildResult(profile, source, dataset, [], {}, {}, training=training, warnings=list(warnings))
+            result = BuildResult(
+                profile, source, dataset, [], {}, {}, training=training, warnings=list(warnings), stages=stages, memory=memory
+            )
             out_dir.parent.mkdir(parents=True, exist_ok=True)
             sweep_stale(out_dir.parent)
             # the pid in the name lets a later build tell a dead build's leftovers (SIGKILL) from a running one's
@@ -318,11 +373,16 @@ def check_budget_outputs(profiles: Sequence[TargetProfile], outputs: Sequence[st
 def _build_target(
     result: BuildResult, reference: Dict[str, np.ndarray], work: Path, shared: Dict[str, Any], runs: int, progress: Progress
 ) -> None:
-    """Fill ``work`` with one target's bundle: artifacts (converted or reused), parity, latency, reports."""
+    """Fill ``work`` with one target's bundle: artifacts (converted or reused), parity, latency, reports.
+
+    Work already done by an earlier target of this build on the same bytes with the same
+    runtime options (conversion, runtime outputs, timing, diagnosis) is reused, not redone.
+    """
     from . import bundle
     from .accelerators import missing
 
     profile, dataset = result.target, result.dataset
+    stages = result.stages or Stages()
     result.skipped = dict(profile.skipped)
     for why, keys in profile.skipped_by_reason().items():
         progress.note(f"{profile.name}: {', '.join(keys)} not built: {why}")
@@ -331,7 +391,8 @@ def _build_target(
     specs = plan(result.source, profile)
     for spec in specs:
         try:
-            art = _convert_or_reuse(result.source, spec, dataset, profile, work / "artifacts", shared, progress)
+            with stages.time("convert", f"converting {spec.key}", profile.name):
+                art = _convert_or_reuse(result.source, spec, dataset, profile, work / "artifacts", shared, progress)
         except Skipped as e:  # this source cannot give this artifact (a TFLite file's other recipes, ...)
             result.skipped[spec.key] = str(e)
             result.warnings.append(f"{spec.key} skipped: {e}")
@@ -340,9 +401,11 @@ def _build_target(
         except Exception as e:  # one artifact lost never takes the others down
             _fail(result, spec.key, spec.filename, spec.required, e, progress)
             continue
+        if "converted_for" in art.options and art.options["converted_for"] != profile.name:
+            result.reused[art.key] = f"conversion from {art.options['converted_for']}"
         try:
-            with progress.task(f"parity of {art.filename} for {profile.name} on {dataset.n_heldout} samples"):
-                result.parity[art.key], outputs[art.key] = check_parity(art, reference, dataset, profile)
+            with stages.time("parity", f"parity of {art.filename}", profile.name):
+                result.parity[art.key], outputs[art.key] = _parity_or_reuse(result, art, reference, shared, progress)
         except Exception as e:  # converted, but does not run in its runtime on real inputs
             lost = ConversionError(f"{art.filename} does not run in its runtime: {_first_line(e)}")
             _fail(result, art.key, art.filename, art.required, lost, progress)
@@ -356,7 +419,8 @@ def _build_target(
             f"no artifact of target {profile.name} can be built from this {result.source.kind} model: "
             + "; ".join(dict.fromkeys(result.skipped.values()))
         )
-    explain_failures(result, work / "artifacts", progress, shared.setdefault("diagnoses", {}))
+    with stages.time("diagnosis", "per-layer diagnosis", profile.name):
+        explain_failures(result, work / "artifacts", progress, shared)
     n_runs = runs or profile.runtime.runs
     threads = host_threads(profile)
     for art in result.artifacts:
@@ -365,8 +429,18 @@ def _build_target(
             result.latency[art.key] = not_measured(art.filename, why)
             progress.note(f"{profile.name}: {art.filename} latency not measured: {why}")
             continue
+        opts = runner_options(profile, art.format, accelerated=True)
+        key = "timing:" + json.dumps([art.sha256, art.format, threads, profile.runtime.warmup, n_runs, opts], sort_keys=True)
+        prev = shared.get(key)
+        if prev is not None:  # the same bytes timed the same way for an earlier target
+            result.latency[art.key] = dataclasses.replace(prev[1], artifact=art.filename)
+            result.reused[art.key] = ", ".join(filter(None, [result.reused.get(art.key), f"timing from {prev[0]}"]))
+            progress.note(f"{profile.name}: {art.filename} timed as for {prev[0]} (same file, same runtime options)")
+            continue
         try:
-            with progress.task(f"timing {art.filename} ({n_runs} runs, {threads} threads)"):
+            with progress.task(f"timing {art.filename} ({n_runs} runs, {threads} threads)"), stages.time(
+                "timing", f"timing {art.filename}", profile.name
+            ):
                 result.latency[art.key] = measure(
                     str(art.path),
                     dataset.first(1),
@@ -374,12 +448,40 @@ def _build_target(
                     threads=threads,
                     warmup=profile.runtime.warmup,
                     runs=n_runs,
-                    **runner_options(profile, art.format, accelerated=True),
+                    **opts,
                 )
+            shared[key] = (profile.name, result.latency[art.key])
         except Exception as e:  # parity ran it; a timing failure must not lose the bundle
             result.latency[art.key] = not_measured(art.filename, f"timing failed: {_first_line(e)}")
             result.warnings.append(f"{art.filename} latency not measured: timing failed: {_first_line(e)}")
-    bundle.write(work, result, reference, outputs)
+    with progress.task(f"writing the {profile.name} bundle"), stages.time("bundle", "writing the bundle", profile.name):
+        bundle.write(work, result, reference, outputs)
+
+
+def _parity_or_reuse(
+    result: BuildResult, art: Artifact, reference: Dict[str, np.ndarray], shared: Dict[str, Any], progress: Progress
+) -> tuple[ParityResult, Dict[str, np.ndarray]]:
+    """Run ``art`` on the held-out set, or take the outputs an earlier target got from the same bytes
+    with the same runtime options; the budget comparison is this target's own either way."""
+    from .accelerators import missing
+
+    profile, dataset = result.target, result.dataset
+    accelerated = missing(profile, art.format) is None
+    opts = runner_options(profile, art.format, accelerated)
+    key = "outputs:" + json.dumps([art.sha256, art.format, host_threads(profile), opts], sort_keys=True)
+    prev = shared.get(key)
+    if prev is None:
+        with progress.task(f"parity of {art.filename} for {profile.name} on {dataset.n_heldout} samples"):
+            outputs = heldout_outputs(art, dataset, profile)
+        shared[key] = (profile.name, outputs)
+    else:
+        outputs = prev[1]
+        result.reused[art.key] = ", ".join(filter(None, [result.reused.get(art.key), f"runtime outputs from {prev[0]}"]))
+        progress.note(f"{profile.name}: {art.filename} parity outputs as for {prev[0]} (same file, same runtime options)")
+    parity = compare(
+        art.filename, reference, outputs, profile.budget_for(art.recipe), labels=dataset.labels, inputs_from=dataset.origin
+    )
+    return parity, outputs
 
 
 def _first_line(e: BaseException) -> str:

@@ -98,7 +98,34 @@ def report_data(result: "BuildResult") -> Dict[str, Any]:
         "failed_artifacts": [f.to_dict() for f in result.failed.values()],
         "passed": result.passed,
         "failures": result.failures,
+        "build": result.build_info(),
     }
+
+
+COMPRESS_IF_BELOW = 0.8  # compressed/raw size of a probe under which compression is worth its time
+
+
+def worth_compressing(arrays: Dict[str, np.ndarray], probe_bytes: int = 1 << 20) -> bool:
+    """Whether deflate shrinks these arrays enough to pay for itself, judged on a 1 MiB probe.
+
+    Real images and labels compress to a fraction; generated random inputs and float outputs
+    gain about 10 % for seconds of deflate on large models (35 MB: 2 s), so they are stored.
+    """
+    import zlib
+
+    try:
+        each = probe_bytes // max(1, len(arrays))
+        raw = b"".join(np.ascontiguousarray(a).reshape(-1).view(np.uint8)[:each].tobytes() for a in arrays.values())
+    except (TypeError, ValueError):  # object arrays and the like: let NumPy deal with them as before
+        return True
+    if len(raw) < 4096:
+        return True  # small: compression costs nothing worth measuring
+    return len(zlib.compress(raw, 1)) / len(raw) < COMPRESS_IF_BELOW
+
+
+def savez(path: Path, arrays: Dict[str, np.ndarray]) -> None:
+    """np.savez_compressed when it pays (see worth_compressing), np.savez otherwise; np.load reads both."""
+    (np.savez_compressed if worth_compressing(arrays) else np.savez)(path, **arrays)
 
 
 def write_runner(dest: Path) -> Path:
@@ -121,11 +148,11 @@ def write(work: Path, result: "BuildResult", reference: Dict[str, np.ndarray], o
     inputs = dict(ds.heldout)
     if ds.labels is not None:
         inputs["__labels__"] = ds.labels
-    np.savez_compressed(parity_dir / "inputs.npz", **inputs)
-    np.savez_compressed(parity_dir / "reference.npz", **reference)
-    np.savez_compressed(parity_dir / "calibration.npz", **ds.calibration)  # lets `validate --explain` re-calibrate
+    savez(parity_dir / "inputs.npz", inputs)
+    savez(parity_dir / "reference.npz", reference)
+    savez(parity_dir / "calibration.npz", ds.calibration)  # lets `validate --explain` re-calibrate
     for a in result.artifacts:
-        np.savez_compressed(parity_dir / f"host_{a.filename}.npz", **outputs[a.key])
+        savez(parity_dir / f"host_{a.filename}.npz", outputs[a.key])
     write_runner(work / RUNNER_FILE)
     data = report_data(result)
     report.write_all(data, work)

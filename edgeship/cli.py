@@ -126,6 +126,12 @@ def _print_summary(result) -> None:  # type: ignore[no-untyped-def]
             console.print(f"[yellow]–[/yellow] {a.filename} latency not measured: {lat.reason}")
     for f in result.failures:
         console.print(f"[red]✗[/red] {f}")
+    info = result.build_info()
+    if info:
+        from .measure import breakdown
+
+        reused = f"; reused from an earlier target: {len(info['reused'])} artifact(s)" if info.get("reused") else ""
+        console.print(f"[dim]build: {breakdown(info, top=len(info['by_stage']))}{reused}[/dim]")
     for w in result.warnings:  # again after the table: no data, skipped artifacts and skipped images must be seen
         console.print(f"[bold yellow]warning:[/bold yellow] {w}")
 

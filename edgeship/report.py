@@ -52,6 +52,10 @@ def _md_summary(data: Data) -> List[str]:
             f"{_fmt(o['top1_agreement'], '.2%') if o['top1_agreement'] is not None else '–'} | "
             f"{_fmt(o['accuracy'], '.2%') if o['accuracy'] is not None else '–'} | {res} |"
         )
+    if data.get("build"):
+        from .measure import breakdown
+
+        lines += ["", f"Build: {breakdown(data['build'], top=len(data['build'].get('by_stage', {})))}."]
     return lines
 
 

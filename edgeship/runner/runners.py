@@ -61,6 +61,7 @@ def dequantize(q: np.ndarray, info: TensorInfo) -> np.ndarray:
 
 TFLITE_INSTALL = "python3 -m pip install ai-edge-litert   # or, on NumPy 1 images: tflite-runtime"
 ORT_INSTALL = "python3 -m pip install onnxruntime"
+BATCH = 32  # samples per runtime call when a model takes a batch (parity, validate, serve run larger feeds in chunks)
 
 # (module, label) in preference order: LiteRT is the successor, tflite-runtime what many
 # Raspberry Pi images still carry, tf.lite the fallback where TensorFlow is installed.
@@ -148,13 +149,25 @@ class Runner:
     def outputs(self) -> List[TensorInfo]:
         raise NotImplementedError
 
-    def run(self, feed: Feed) -> Feed:
-        """Run a batch of any size; float in, float out (quantized I/O handled here)."""
+    def run(self, feed: Feed, batch: int = BATCH) -> Feed:
+        """Run a batch of any size; float in, float out (quantized I/O handled here).
+
+        At most ``batch`` samples go through the runtime at once, so its activation memory stays
+        that of one batch whatever the held-out set's size (a 500-sample ResNet50 batch is gigabytes).
+        """
         n = _batch_size(feed)
-        if n == 1 or self._accepts_batch(n):
+        if n <= batch and (n == 1 or self._accepts_batch(n)):
             return self._run(feed)
-        parts = [self._run({k: v[i : i + 1] for k, v in feed.items()}) for i in range(n)]
+        step = batch if self._accepts_batch(min(batch, n)) else 1
+        parts = [self._run_sized({k: v[i : i + step] for k, v in feed.items()}) for i in range(0, n, step)]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _run_sized(self, feed: Feed) -> Feed:
+        n = _batch_size(feed)
+        if n != 1 and not self._accepts_batch(n):  # the last, shorter chunk of a fixed-batch model
+            parts = [self._run({k: v[i : i + 1] for k, v in feed.items()}) for i in range(n)]
+            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return self._run(feed)
 
     def _accepts_batch(self, n: int) -> bool:
         return False

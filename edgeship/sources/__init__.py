@@ -83,7 +83,7 @@ class Source:
     onnx_path: Optional[Path] = None  # fp32 ONNX with fixed shapes (onnx and torch sources)
     recipe: Optional[str] = None  # tflite sources: the recipe the file was already built with
 
-    def predict(self, feed: Dict[str, np.ndarray], batch_size: int = 256) -> Dict[str, np.ndarray]:
+    def predict(self, feed: Dict[str, np.ndarray], batch_size: int = 32) -> Dict[str, np.ndarray]:
         """Reference outputs, computed by the original framework."""
         if self.kind != "keras":
             if self.reference is None:
