@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import run_cli
@@ -48,16 +49,39 @@ def test_unexpected_failure_is_one_line_with_a_log_and_exit_70(tmp_path: Path) -
 
 
 def test_runner_unexpected_failure_is_one_line_with_a_log_and_exit_70(tmp_path: Path) -> None:
+    """A real failure the runner does not anticipate: --out names an existing file, so writing the
+    outputs raises FileExistsError deep in parity (the manifest loader answers every malformed manifest
+    itself, exit 2, so a broken manifest no longer reaches the guard)."""
+    import hashlib
+
+    import onnx
+    from onnx import TensorProto, helper
+
     from edgeship.bundle import write_runner
 
     bundle = tmp_path / "b"
-    bundle.mkdir()
+    (bundle / "artifacts").mkdir(parents=True)
+    (bundle / "parity").mkdir()
     pyz = write_runner(bundle / "edgeship-runner.pyz")
-    (bundle / "manifest.json").write_text(json.dumps({"artifacts": [{"unexpected": 1}], "files": {}}))
-    for cmd in ("check", "parity", "bench"):
-        r = subprocess.run([sys.executable, str(pyz), cmd, str(bundle)], capture_output=True, text=True, env={"TMPDIR": str(tmp_path), "PATH": "/usr/bin:/bin"})
-        assert r.returncode == 70 and "Traceback" not in r.stderr, r.stderr
-        assert r.stderr.startswith(f"error: internal error in {cmd}: KeyError:") and len(r.stderr.strip().splitlines()) == 1
-        assert "Traceback" in _log_of(r.stderr).read_text()
-    d = subprocess.run([sys.executable, str(pyz), "check", str(bundle), "--debug"], capture_output=True, text=True)
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(bundle / "artifacts" / "m.onnx"))
+    np.savez(bundle / "parity" / "inputs.npz", x=np.zeros((2, 4), np.float32))
+    files = {
+        p.relative_to(bundle).as_posix(): {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "size": p.stat().st_size}
+        for p in sorted(bundle.rglob("*")) if p.is_file()
+    }  # fmt: skip
+    art = {"path": "m.onnx", "file": "artifacts/m.onnx", "format": "onnx", "key": "onnx:fp32", "recipe": "fp32"}
+    (bundle / "manifest.json").write_text(json.dumps({"artifacts": [art], "files": files, "target": {"runtime": {}}}))
+    taken = tmp_path / "taken"
+    taken.write_text("a file where the outputs folder would go")
+    args = [sys.executable, str(pyz), "parity", str(bundle), "--out", str(taken)]
+    r = subprocess.run(args, capture_output=True, text=True, env={"TMPDIR": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 70 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: internal error in parity: FileExistsError:") and len(r.stderr.strip().splitlines()) == 1
+    assert "Traceback" in _log_of(r.stderr).read_text()
+    d = subprocess.run([*args, "--debug"], capture_output=True, text=True)
     assert d.returncode == 70 and "Traceback (most recent call last)" in d.stderr
