@@ -62,7 +62,7 @@ def main() -> None:
     built = lost = skipped = passed = 0
     total = cpu = 0.0
     violations = []
-    print(f"| model | exit | wall s (cpu s) | target | artifact | result | parity | p50 ms | size |")
+    print("| model | exit | wall s (cpu s) | target | artifact | result | parity | p50 ms | size |")
     print("|---|---:|---:|---|---|---|---|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for n in names:

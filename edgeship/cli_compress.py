@@ -52,19 +52,13 @@ def distill(sample: str, student_path: Optional[str], width: float, temperature:
             learning_rate: float, seed: int, runs: int, out: Optional[str], **inputs: Any) -> None:
     """Teach a smaller student from a teacher (soft targets at temperature T, KL x T^2, mixed with the
     hard labels by alpha); compare teacher, student and the student trained from scratch on the same budget."""
-    from .compress import distill as run_distill, save_json, training_data, width_reduced
+    from .compress import distill as run_distill, labelled_keras, save_json, width_reduced
     from .errors import UsageError
-    from .inputs import load_inputs
     from .progress import Progress
 
     progress = Progress()
     given = pop_inputs(inputs)
-    source, dataset, _, _ = load_inputs(given, sample, False, progress)
-    if source.kind != "keras":
-        raise UsageError(f"the teacher must be a Keras model (.keras/.h5, or the samples digits and sentiment); {source.name} is a {source.kind} model")
-    if dataset.labels is None:
-        raise UsageError("distillation needs labelled data: pass --data with labels (a 'labels' array in the .npz, or one subfolder per class)")
-    train = training_data(given, sample, dataset)
+    source, dataset, _, train = labelled_keras(given, sample, False, progress, "the teacher must be", "distillation needs labelled data")
     if student_path:
         import keras
 

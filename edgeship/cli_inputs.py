@@ -2,7 +2,7 @@
 that takes a model. Only Click is imported here, so `edgeship --help` stays fast."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional
 
 import click
 

@@ -510,19 +510,26 @@ def save_json(path: Path, obj: Any) -> None:
 # --------------------------------------------------------------------------- wiring for the CLI
 
 
-def pruned_source(inputs: Any, sample: str, retrain: bool, sparsity: float, progress: Any, epochs: int = 4) -> Tuple[Any, Any, Any, PruneReport]:
-    """(pruned source, dataset, training metrics, report): the model pruned and fine-tuned, then
-    built like any Keras model. Only Keras models prune (the built-in Keras samples or a .keras/.h5)."""
+def labelled_keras(inputs: Any, sample: str, retrain: bool, progress: Any, needs: str, why_labels: str) -> Tuple[Any, Any, Any, TrainData]:
+    """(source, dataset, training metrics, training data) of a Keras model with labelled data: what
+    pruning and distillation both start from; anything else is one line saying what is missing."""
     from .inputs import load_inputs
-    from .sources import sha256_file, workdir
-    from .sources.keras import keras_source
 
     source, dataset, training, _ = load_inputs(inputs, sample, retrain, progress)
     if source.kind != "keras":
-        raise UsageError(f"--prune needs a Keras model (.keras/.h5, or the samples digits and sentiment); {source.name} is a {source.kind} model")
+        raise UsageError(f"{needs} a Keras model (.keras/.h5, or the samples digits and sentiment); {source.name} is a {source.kind} model")
     if dataset.labels is None:
-        raise UsageError("--prune fine-tunes and reports accuracy: the data needs labels (a 'labels' array in the .npz, or one subfolder per class)")
-    train = training_data(inputs, sample, dataset)
+        raise UsageError(f"{why_labels}: the data needs labels (a 'labels' array in the .npz, or one subfolder per class)")
+    return source, dataset, training, training_data(inputs, sample, dataset)
+
+
+def pruned_source(inputs: Any, sample: str, retrain: bool, sparsity: float, progress: Any, epochs: int = 4) -> Tuple[Any, Any, Any, PruneReport]:
+    """(pruned source, dataset, training metrics, report): the model pruned and fine-tuned, then
+    built like any Keras model. Only Keras models prune (the built-in Keras samples or a .keras/.h5)."""
+    from .sources import sha256_file, workdir
+    from .sources.keras import keras_source
+
+    source, dataset, training, train = labelled_keras(inputs, sample, retrain, progress, "--prune needs", "--prune fine-tunes and reports accuracy")
     pruned, report = prune_model(source.model, train, dataset.heldout, dataset.labels, sparsity, epochs=epochs, progress=progress)
     path = workdir() / f"{source.name}_pruned{int(round(sparsity * 100))}.keras"
     pruned.save(path)

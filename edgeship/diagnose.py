@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 
-from .parity import SNR_CAP_DB, snr_db
+from .parity import SNR_CAP_DB
 
 DEFAULT_SAMPLES = 64
 SHOW = 5  # layers shown in reports, worst first

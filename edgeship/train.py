@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -59,11 +59,24 @@ def cache_key(mod: ModuleType) -> str:
     return h.hexdigest()[:16]
 
 
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Train/held-out indices of every sample: each class keeps the same share in both (one split for every sample)."""
+    rng = np.random.default_rng(seed)
+    train: list = []
+    test: list = []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        k = int(round(len(idx) * test_fraction))
+        test.extend(idx[:k])
+        train.extend(idx[k:])
+    return np.sort(np.array(train)), np.sort(np.array(test))
+
+
 def sample_dataset(mod: ModuleType) -> Tuple[Dataset, Dict[str, np.ndarray]]:
     """The held-out split for parity, calibration drawn from the training split; also the train arrays."""
     x, y = mod.load_data()
     r = mod.RECIPE
-    train_idx, test_idx = mod.split(len(x), y, r["test_fraction"], r["seed"])
+    train_idx, test_idx = stratified_split(y, r["test_fraction"], r["seed"])
     rng = np.random.default_rng(r["seed"] + 1)
     calib_idx = rng.choice(train_idx, size=min(r["calibration_samples"], len(train_idx)), replace=False)
     what = "real sentences" if getattr(mod, "KIND", "image") == "text" else "real images"
@@ -94,20 +107,14 @@ def train_sample(
     entry = cache_dir() / "models" / f"{name}-{key}"
     ds, train = sample_dataset(mod)
     model_path = entry / "model.keras"
-    metrics_path = entry / "metrics.json"
-    cached = None if retrain else _load_cached(entry, progress)
+    load = lambda p: keras.models.load_model(p, compile=False, safe_mode=True)  # noqa: E731
+    cached = None if retrain else _load_cached(entry, "model.keras", load, progress)
     if cached is not None:
         model, metrics = cached
         metrics["cached"] = True
     else:
         model, metrics = _fit(mod, train, ds, progress)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=_ensure(entry.parent)))
-        model.save(tmp / "model.keras")
-        metrics["model_sha256"] = sha256_file(tmp / "model.keras")  # a cache entry is trusted only with this hash
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        if entry.exists():
-            shutil.rmtree(entry)
-        os.replace(tmp, entry)
+        _store(entry, "model.keras", model.save, metrics)
         metrics["cached"] = False
     metrics["cache_path"] = str(model_path)
     src = keras_source(
@@ -123,12 +130,10 @@ def train_sample(
     return src, ds, metrics
 
 
-def _load_cached(entry: Path, progress: Progress) -> Optional[Tuple[Any, Dict[str, Any]]]:
-    """(model, metrics) of a cache entry whose model.keras still has the hash recorded when it was
+def _load_cached(entry: Path, filename: str, load: Callable[[Path], Any], progress: Progress) -> Optional[Tuple[Any, Dict[str, Any]]]:
+    """(model, metrics) of a cache entry whose model file still has the hash recorded when it was
     trained; None (train again) when anything is missing, unreadable or swapped."""
-    import keras
-
-    model_path, metrics_path = entry / "model.keras", entry / "metrics.json"
+    model_path, metrics_path = entry / filename, entry / "metrics.json"
     if not (model_path.is_file() and metrics_path.is_file()):
         return None
     why = None
@@ -137,16 +142,28 @@ def _load_cached(entry: Path, progress: Progress) -> Optional[Tuple[Any, Dict[st
         if not isinstance(metrics, dict) or not isinstance(metrics.get("test_accuracy"), float) or not isinstance(metrics.get("model_sha256"), str):
             why = "its metrics.json is malformed or predates verified caches"
         elif sha256_file(model_path) != metrics["model_sha256"]:
-            why = "model.keras does not have the hash recorded when it was trained (changed or corrupted)"
+            why = f"{filename} does not have the hash recorded when it was trained (changed or corrupted)"
     except (OSError, ValueError) as e:
         why = f"metrics.json is unreadable ({type(e).__name__})"
     if why is None:
         try:
-            return keras.models.load_model(model_path, compile=False, safe_mode=True), metrics
+            return load(model_path), metrics
         except Exception as e:  # noqa: BLE001 - a cache entry that does not load is retrained, whatever the error
-            why = f"model.keras does not load ({type(e).__name__})"
+            why = f"{filename} does not load ({type(e).__name__})"
     progress.warn(f"cached sample model in {entry} not used: {why}; training it again")
     return None
+
+
+def _store(entry: Path, filename: str, save: Callable[[Path], None], metrics: Dict[str, Any]) -> None:
+    """Write a cache entry beside its final place and rename it in: a reader never sees half of one.
+    The model's hash goes in metrics.json: an entry is trusted only with it."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=_ensure(entry.parent)))
+    save(tmp / filename)
+    metrics["model_sha256"] = sha256_file(tmp / filename)
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if entry.exists():
+        shutil.rmtree(entry)
+    os.replace(tmp, entry)
 
 
 def _ensure(p: Path) -> Path:
@@ -220,21 +237,18 @@ def _torch_sample(mod: ModuleType, name: str, retrain: bool, progress: Progress)
     entry = cache_dir() / "models" / f"{name}-{key}"
     ds, train = sample_dataset(mod)
     weights = entry / "model.pt"
-    metrics_path = entry / "metrics.json"
     torch.manual_seed(mod.RECIPE["seed"])
     net = mod.build_model(torch)
-    if weights.is_file() and metrics_path.is_file() and not retrain:
-        net.load_state_dict(torch.load(str(weights), map_location="cpu", weights_only=True))
-        metrics = json.loads(metrics_path.read_text())
+    load = lambda p: net.load_state_dict(torch.load(str(p), map_location="cpu", weights_only=True))  # noqa: E731
+    cached = None if retrain else _load_cached(entry, "model.pt", load, progress)
+    if cached is not None:
+        metrics = cached[1]
         metrics["cached"] = True
     else:
+        torch.manual_seed(mod.RECIPE["seed"])
+        net = mod.build_model(torch)  # fresh weights: a rejected entry may have loaded part of a state_dict
         metrics = _fit_torch(mod, net, train, ds, progress)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=_ensure(entry.parent)))
-        torch.save(net.state_dict(), tmp / "model.pt")
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        if entry.exists():
-            shutil.rmtree(entry)
-        os.replace(tmp, entry)
+        _store(entry, "model.pt", lambda p: torch.save(net.state_dict(), p), metrics)
         metrics["cached"] = False
     metrics["cache_path"] = str(weights)
     shape = [1] + list(ds.heldout[mod.INPUT_NAME].shape[1:])

@@ -71,7 +71,7 @@ def torch_source(net, factory_name: str, spec: str, shapes: InputShapes, weights
 
     net.eval()
     if not shapes:
-        raise UsageError(f"a PyTorch module declares no input shape: give it with --input-shape NAME:1x3x224x224 (batch first)")
+        raise UsageError("a PyTorch module declares no input shape: give it with --input-shape NAME:1x3x224x224 (batch first)")
     names = [n or "input" for n in shapes]
     examples = tuple(torch.zeros(shapes[n], dtype=torch.float32) for n in shapes)
     with torch.no_grad():

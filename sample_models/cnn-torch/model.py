@@ -53,18 +53,6 @@ def load_data() -> Tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(np.repeat(big[:, None], 3, axis=1), np.float32), labels
 
 
-def split(n: int, labels: np.ndarray, test_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Stratified train/held-out indices (the digits sample's split: the same held-out digits)."""
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        k = int(round(len(idx) * test_fraction))
-        test.extend(idx[:k])
-        train.extend(idx[k:])
-    return np.sort(np.array(train)), np.sort(np.array(test))
-
-
 def build_model(torch: Any) -> Any:
     """Conv(3->64) ReLU pool, Conv(64->128) ReLU pool, Linear(128*6*6 -> 1000) ReLU, Linear(1000 -> 10)."""
     nn = torch.nn

@@ -49,18 +49,6 @@ def load_data() -> Tuple[np.ndarray, np.ndarray]:
     return images[..., None], labels
 
 
-def split(n: int, labels: np.ndarray, test_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Stratified train/held-out indices: every class keeps the same share in both."""
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        k = int(round(len(idx) * test_fraction))
-        test.extend(idx[:k])
-        train.extend(idx[k:])
-    return np.sort(np.array(train)), np.sort(np.array(test))
-
-
 def build_model(keras: Any) -> Any:
     """conv, conv, pool, conv, pool, dense: the classic digits classifier, sized for 8x8."""
     layers = keras.layers

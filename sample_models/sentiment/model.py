@@ -49,25 +49,15 @@ def load_texts() -> Tuple[List[str], np.ndarray]:
     return texts, labels
 
 
-def split(n: int, labels: np.ndarray, test_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Stratified train/held-out indices: both classes keep the same share in both."""
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        k = int(round(len(idx) * test_fraction))
-        test.extend(idx[:k])
-        train.extend(idx[k:])
-    return np.sort(np.array(train)), np.sort(np.array(test))
-
-
 @functools.lru_cache(maxsize=1)
 def vectorizer() -> Any:
     """TextVectorization adapted on the training split (never the held-out one)."""
     import keras
 
     texts, labels = load_texts()
-    train, _ = split(len(texts), labels, RECIPE["test_fraction"], RECIPE["seed"])
+    from edgeship.train import stratified_split  # the split train.py makes: the vocabulary never sees held-out text
+
+    train, _ = stratified_split(labels, RECIPE["test_fraction"], RECIPE["seed"])
     vec = keras.layers.TextVectorization(
         max_tokens=VOCAB_SIZE, output_mode="int", output_sequence_length=SEQUENCE_LENGTH
     )
