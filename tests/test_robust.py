@@ -213,11 +213,17 @@ def test_stale_partials_of_dead_builds_are_swept_and_live_ones_kept(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_swapped_cached_model_is_not_used(sample, cache_dir, tmp_path):
+def test_a_swapped_cached_model_is_not_used(sample, cache_dir, tmp_path, monkeypatch):
     """A cache entry whose model.keras changed after training is retrained, never trusted."""
+    import shutil
+
     from edgeship.train import train_sample
 
+    # a private copy of the session's cache: the other tests keep the model they were given
+    shutil.copytree(cache_dir / "models", tmp_path / "cache" / "models")
+    monkeypatch.setenv("EDGESHIP_CACHE_DIR", str(tmp_path / "cache"))
     _, _, metrics = train_sample("digits")
+    assert metrics["cached"] is True and Path(metrics["cache_path"]).is_relative_to(tmp_path)
     path = Path(metrics["cache_path"])
     swapped = path.read_bytes()[:-100] + b"\0" * 100
     path.write_bytes(swapped)
