@@ -5,7 +5,7 @@ onnxruntime, uvicorn, Starlette: tests/device_fixtures.py), with dynamic batchin
 drives it from this process with a bounded client loop (keep-alive http.client connections, one
 thread each, one JSON request of one sample at a time per client) at 1, 4 and 16 concurrent clients.
 Prints requests/s, p50/p99 latency, errors, the server's resident memory at start and after
-10,000 requests, and the overhead per request over a bare invoke (the runner's float `run` of one
+10,000 requests, and the overhead per request over the same call without HTTP (the runner's float `run` of one
 sample, timed in the same venv before and after) at one client.
     python benchmarks/serve.py [--bundle DIR] [--artifact NAME] [--seconds 3] [--batch-ms 2]
 The clients share the machine's cores with the server: on a 2-core host the 16-client figures are
@@ -197,13 +197,13 @@ def main() -> None:
             proc.wait(timeout=10)
     bare = subprocess.run([str(py), "-c", BARE, str(bundle / "edgeship-runner.pyz"), str(bundle / served_artifact), str(inputs), "2"], capture_output=True, text=True)
     if bare.returncode != 0:
-        sys.exit(f"bare invoke failed: {bare.stderr[-400:]}")
+        sys.exit(f"the runner float call failed: {bare.stderr[-400:]}")
     results["bare_invoke"] = json.loads(bare.stdout)
     results["artifact"] = served_artifact
     results["wall_s"] = round(time.perf_counter() - began, 1)
 
     print(f"artifact: {served_artifact}; one JSON request = 1 sample; {args.seconds:g} s per level; total {results['wall_s']} s")
-    print(f"bare invoke (runner float run, 1 thread): p50 {results['bare_invoke']['p50_ms']:.3f} ms, p99 {results['bare_invoke']['p99_ms']:.3f} ms")
+    print(f"runner float call, no HTTP (what serve calls per request; its I/O conversion included, 1 thread): p50 {results['bare_invoke']['p50_ms']:.3f} ms, p99 {results['bare_invoke']['p99_ms']:.3f} ms")
     print(f"{'mode':<24} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
     for mode, m in results["modes"].items():
         for r in m["levels"]:
@@ -212,7 +212,7 @@ def main() -> None:
     one = results["modes"]["batching off"]["levels"][0]
     overhead = one["p50_ms"] - results["bare_invoke"]["p50_ms"]
     results["overhead_ms_one_client"] = round(overhead, 3)
-    print(f"overhead per request over a bare invoke at 1 client (p50, batching off, client loop included): {overhead:.3f} ms (goal <= 1 ms)")
+    print(f"overhead per request over that call at 1 client (p50, batching off, client loop included): {overhead:.3f} ms (goal <= 1 ms)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 
