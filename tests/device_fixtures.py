@@ -57,6 +57,15 @@ def device_venvs() -> Dict[str, Path]:
 # --------------------------------------------------------------------------- sshd
 
 
+def stop(proc: subprocess.Popen, timeout: float) -> None:
+    """Ask a server the tests started to stop, and kill it when it does not within ``timeout`` s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -169,8 +178,4 @@ def start_sshd(d: Path) -> Iterator[SSHServer]:
     try:
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 5)

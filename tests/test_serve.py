@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import pytest
 
-from tests.device_fixtures import CLIENT_REQUIREMENTS, SERVE_REQUIREMENTS, ensure_venv, free_port
+from tests.device_fixtures import CLIENT_REQUIREMENTS, SERVE_REQUIREMENTS, ensure_venv, free_port, stop
 from tests.test_runner import run_pyz, write_digit_pngs
 
 CLIENT = Path(__file__).with_name("serve_client.py")
@@ -65,11 +65,7 @@ def serving(python: Path, bundle: Path, *args: str, env: Optional[Dict[str, str]
             time.sleep(0.2)
         yield port, proc, []
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 10)
 
 
 def startup_line(proc: subprocess.Popen) -> str:
