@@ -220,6 +220,26 @@ def test_crafted_bundle_cannot_write_outside_through_deploy(bundle: Path, tmp_pa
 
 
 @pytest.mark.slow
+def test_a_bundle_cannot_make_the_runner_load_a_library(bundle: Path, tmp_path: Path) -> None:
+    """A TFLite delegate named by path in the manifest would be dlopen'ed (its constructors run) by
+    `check` before anything else: a bundle may name the built-in delegates only."""
+    marker = tmp_path / "loaded"
+    lib = tmp_path / "evil.c"
+    lib.write_text(f'#include <stdio.h>\n__attribute__((constructor)) static void run(void) {{ fclose(fopen("{marker}", "w")); }}\n')
+    if subprocess.run(["cc", "-shared", "-fPIC", "-o", str(tmp_path / "libevil.so"), str(lib)], capture_output=True).returncode != 0:
+        pytest.skip("no C compiler to build the library")
+    m = json.loads((bundle / "manifest.json").read_text())
+    for name in (str(tmp_path / "libevil.so"), "../libevil.so"):
+        m["target"]["runtime"]["tflite_delegates"] = [name]
+        write_manifest(bundle, m)
+        for cmd in ("check", "parity", "bench"):
+            r = subprocess.run([sys.executable, str(bundle / "edgeship-runner.pyz"), cmd, str(bundle)], capture_output=True, text=True)
+            one_line_error(r, 2, "never a library to load")
+        one_line_error(run_cli("validate", str(bundle)), 2, "never a library to load")
+        one_line_error(run_cli("deploy", str(bundle), "--device", f"local:{sys.executable}"), 2, "never a library to load")
+    assert not marker.exists(), "the library's code ran"
+
+
 def test_absolute_and_escaping_artifact_paths_are_never_read_or_run(bundle: Path, tmp_path: Path) -> None:
     """Found: an artifact `file` of ../../x/secret.tflite or an absolute path made validate, the
     runner and deploy open, run and copy a file outside the bundle, and exit 0."""

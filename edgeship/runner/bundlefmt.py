@@ -31,6 +31,7 @@ REPORT_FILES = ("report.md", "report.json", "junit.xml", "report.html")
 MANIFEST_SCHEMA = "edgeship.manifest/1"  # the "manifest_schema" key; absent in bundles older than it
 SIGN_NAMESPACE = "edgeship-bundle"  # ssh-keygen -n: a signature made for anything else never verifies here
 FORMATS = ("tflite", "onnx")
+BUILTIN_DELEGATES = ("gpu", "edgetpu", "hexagon")  # runners.TFLITE_DELEGATE_LIBRARIES: names, not paths
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -129,6 +130,12 @@ def check_manifest(manifest: Any, folder: str, name: str = MANIFEST) -> Dict[str
     for key in ("onnx_providers", "tflite_delegates"):
         if rt.get(key) is not None and not (isinstance(rt[key], list) and all(isinstance(x, str) for x in rt[key])):
             raise BundleError(f"{where}: target.runtime.{key} must be a list of names")
+    for d in rt.get("tflite_delegates") or []:  # loading a library runs its code: a bundle names no library
+        if d not in BUILTIN_DELEGATES:
+            raise BundleError(
+                f"{where}: target.runtime.tflite_delegates names {d!r}: a bundle may only name the built-in delegates "
+                f"({', '.join(BUILTIN_DELEGATES)}), never a library to load (that would run its code on this machine)"
+            )
     for key in ("threads", "runs", "warmup"):
         if rt.get(key) is not None and (not isinstance(rt[key], int) or isinstance(rt[key], bool) or rt[key] < 0):
             raise BundleError(f"{where}: target.runtime.{key} must be a whole number >= 0")
