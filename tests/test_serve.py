@@ -314,3 +314,16 @@ def test_the_shipped_artifact_is_chosen_as_the_manifest_says() -> None:
     assert art["path"] == "model_int8.tflite" and why == "named with --artifact"
     with pytest.raises(RunnerError, match="no artifact in this bundle passed parity"):
         choose_artifact({"artifacts": [dict(a, passed=False) for a in arts]}, None)
+
+
+def test_systemd_unit_keeps_a_bundles_model_name_out_of_its_directives() -> None:
+    """The model name is the bundle author's: a line break in it must not add a directive to a unit
+    that runs at boot, and a % must not become a systemd specifier."""
+    from edgeship.runner.serve import unit_text
+
+    crafted = "digits\nExecStartPre=/bin/sh -c 'touch /tmp/owned'\n%h"
+    text = unit_text("/srv/b 100%", crafted, "/usr/bin/python3", "/srv/b 100%/edgeship-runner.pyz", ["--port", "8000"], "pi")
+    keys = [line.split("=", 1)[0] for line in text.splitlines() if "=" in line]
+    assert keys == ["Description", "After", "Wants", "ExecStart", "WorkingDirectory", "Restart", "RestartSec", "NoNewPrivileges", "User", "WantedBy"], text
+    assert not any(line.startswith("ExecStartPre") for line in text.splitlines())  # the name stayed inside Description
+    assert "%%" in text and "%h" not in text.replace("%%", "")

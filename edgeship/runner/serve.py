@@ -487,19 +487,28 @@ def make_app(model: Model, token: Optional[str] = None, max_body: int = int(MAX_
 
 
 def unit_text(bundle: str, model: str, python: str, pyz: str, args: List[str], user: Optional[str]) -> str:
-    """A systemd unit that starts `serve` at boot and restarts it if it stops."""
+    """A systemd unit that starts `serve` at boot and restarts it if it stops.
+
+    The model's name comes from the bundle (someone else's file) and the unit runs at boot: a newline
+    in it would add directives of the bundle author's choosing, so it is reduced to plain characters;
+    ``%`` is doubled everywhere (systemd expands ``%x`` specifiers)."""
+    import re
     import shlex
 
-    cmd = " ".join(shlex.quote(x) for x in [python, pyz, "serve", bundle, *args])
+    for x in (bundle, python, pyz, *args):
+        if any(c in x for c in "\r\n\x00"):
+            raise RunnerError(f"cannot write a unit for {x!r}: a path or argument with a line break")
+    cmd = " ".join(shlex.quote(x) for x in [python, pyz, "serve", bundle, *args]).replace("%", "%%")
+    label = re.sub(r"[^A-Za-z0-9 _.,:/@+=-]", "-", model)[:100].replace("%", "%%")
     lines = [
         "[Unit]",
-        f"Description=edgeship serve: {model} from {bundle}",
+        f"Description=edgeship serve: {label} from {bundle.replace('%', '%%')}",
         "After=network-online.target",
         "Wants=network-online.target",
         "",
         "[Service]",
         f"ExecStart={cmd}",
-        f"WorkingDirectory={bundle}",
+        f"WorkingDirectory={bundle.replace('%', '%%')}",
         "Restart=on-failure",
         "RestartSec=2",
         "NoNewPrivileges=yes",
